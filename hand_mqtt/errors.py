@@ -44,7 +44,15 @@ class ConfigError(HandMqttError):
 
 
 class CommandError(HandMqttError):
-    """A command payload was rejected; ``str(error)`` is a sentence for a person."""
+    """A command payload was rejected; ``str(error)`` is a sentence for a person.
+
+    ``transaction`` is the request's transaction, when one could be read, so that the answer
+    on the error topic can echo it.
+    """
+
+    def __init__(self, message: str, transaction: str | int | None = None) -> None:
+        super().__init__(message)
+        self.transaction = transaction
 
 
 class ProtocolError(HandMqttError):

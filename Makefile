@@ -1,0 +1,55 @@
+# hand-mqtt: `make run` starts the whole system on a simulated hand, `make test` runs every check.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Debian packages the tests need: real brokers, the AVR toolchain and emulator, a virtual screen.
+DEB_PACKAGES := mosquitto mosquitto-clients gcc-avr avr-libc arduino-core-avr simavr \
+	libsimavr-dev libelf-dev avrdude xvfb xdotool python3-tk docker-compose
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help run test deps lint typecheck pytest firmware bench clean
+
+help:
+	@echo "make run    set up and run broker + arbiter + device service on a simulated hand"
+	@echo "make test   install what the tests need, then ruff, mypy --strict and pytest"
+	@echo "make bench  run the benchmark suite"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || { \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,plot]'
+	@touch $@
+
+run: $(STAMP)
+	$(BIN)/hand-mqtt up
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP) deps
+	$(BIN)/pytest
+
+test: deps $(STAMP) lint typecheck pytest
+
+bench: $(STAMP) deps
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) build dist firmware/build .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,101 @@
+// Timer1 servo driver: see servos.h.
+#include "servos.h"
+
+#include <Arduino.h>
+#include <avr/interrupt.h>
+#include <avr/io.h>
+
+#include "config.h"
+
+namespace servos {
+
+namespace {
+
+const uint16_t TICKS_PER_US = F_CPU / 8000000UL;  // prescaler 8
+const uint16_t MIN_TICKS = HAND_SERVO_MIN_US * TICKS_PER_US;
+const uint16_t SPAN_TICKS = (HAND_SERVO_MAX_US - HAND_SERVO_MIN_US) * TICKS_PER_US;
+const uint16_t FRAME_TICKS = HAND_SERVO_FRAME_US * TICKS_PER_US;
+const uint16_t DEFAULT_TICKS = MIN_TICKS + SPAN_TICKS / 2;
+
+static_assert(HAND_SERVO_MAX_US * CHANNELS < HAND_SERVO_FRAME_US, "pulses must fit in a frame");
+static_assert((uint32_t)HAND_SERVO_FRAME_US * (F_CPU / 8000000UL) < 65536UL, "frame fits Timer1");
+
+volatile uint8_t *port_[CHANNELS];
+volatile uint8_t *ddr_[CHANNELS];
+uint8_t bit_[CHANNELS];
+// Mask used by the interrupt: zero while the channel is not attached, so it never drives it.
+volatile uint8_t active_[CHANNELS];
+volatile uint16_t width_[CHANNELS];
+
+}  // namespace
+
+void begin(const uint8_t pins[CHANNELS]) {
+    for (uint8_t i = 0; i < CHANNELS; ++i) {
+        const uint8_t port = digitalPinToPort(pins[i]);
+        port_[i] = portOutputRegister(port);
+        ddr_[i] = portModeRegister(port);
+        bit_[i] = digitalPinToBitMask(pins[i]);
+        active_[i] = 0;
+        width_[i] = DEFAULT_TICKS;
+    }
+    const uint8_t sreg = SREG;
+    cli();
+    TCCR1A = 0;
+    TCCR1B = _BV(WGM12) | _BV(CS11);  // CTC on OCR1A, clk / 8
+    TCNT1 = 0;
+    OCR1A = 999;                      // a short first gap
+    TIFR1 = _BV(OCF1A);
+    TIMSK1 = _BV(OCIE1A);
+    SREG = sreg;
+}
+
+void attach(uint8_t channel) {
+    if (channel >= CHANNELS || active_[channel]) return;
+    const uint8_t sreg = SREG;
+    cli();
+    *port_[channel] &= (uint8_t)~bit_[channel];  // low until its slot starts
+    *ddr_[channel] |= bit_[channel];
+    active_[channel] = bit_[channel];
+    SREG = sreg;
+}
+
+void write_mdeg(uint8_t channel, uint32_t mdeg) {
+    if (channel >= CHANNELS) return;
+    if (mdeg > 180000UL) mdeg = 180000UL;
+    const uint16_t ticks = (uint16_t)(MIN_TICKS + (mdeg * SPAN_TICKS + 90000UL) / 180000UL);
+    const uint8_t sreg = SREG;
+    cli();
+    width_[channel] = ticks;
+    SREG = sreg;
+}
+
+uint16_t pulse_us(uint8_t channel) {
+    if (channel >= CHANNELS) return 0;
+    const uint8_t sreg = SREG;
+    cli();
+    const uint16_t ticks = width_[channel];
+    SREG = sreg;
+    return ticks / TICKS_PER_US;
+}
+
+}  // namespace servos
+
+ISR(TIMER1_COMPA_vect) {
+    using namespace servos;
+    static uint8_t slot = CHANNELS;  // the gap is running at start-up
+    static uint16_t used = 0;
+
+    if (slot < CHANNELS) *port_[slot] &= (uint8_t)~active_[slot];  // end this pulse
+    if (++slot > CHANNELS) slot = 0;
+
+    uint16_t ticks;
+    if (slot < CHANNELS) {
+        ticks = width_[slot];
+        *port_[slot] |= active_[slot];  // start the next one (no-op while not attached)
+        used += ticks;
+    } else {
+        ticks = FRAME_TICKS - used;
+        used = 0;
+    }
+    OCR1A = ticks - 1;
+}

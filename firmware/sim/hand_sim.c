@@ -1,0 +1,270 @@
+/*
+ * hand-sim: runs the hand firmware ELF in simavr as an ATmega328P at 16 MHz.
+ *
+ *   hand-sim [--realtime] [--vcd FILE] [--seconds N] [--freq HZ] FIRMWARE.elf
+ *
+ * UART0 is bridged to a pseudo-terminal; its slave path is printed on stdout as the line
+ * "PTY /dev/pts/N" (the only line on stdout; diagnostics go to stderr). The bridge lives in
+ * this single thread: every emulated millisecond the pty master is polled and bytes are fed to
+ * the UART while its input FIFO has room; bytes the firmware sends are written to the master.
+ * The runner keeps the slave open itself so the pty never hangs up between clients and the
+ * boot HELLO waits in the pty for whoever opens it.
+ *
+ * --realtime  throttles emulation to wall-clock time (free-running is several times faster).
+ * --vcd FILE  records the servo pins PB3 (D11), PB2 (D10), PB1 (D9), PD6 (D6), PD5 (D5);
+ *             the file is flushed about every 20 ms of emulated time.
+ * --seconds N stops after N emulated seconds.
+ *
+ * SIGTERM / SIGINT: the VCD is flushed and the process leaves with _exit(0) (simavr's
+ * shutdown paths are not needed and some of them hang).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "avr_ioport.h"
+#include "avr_uart.h"
+#include "sim_avr.h"
+#include "sim_elf.h"
+#include "sim_io.h"
+#include "sim_irq.h"
+#include "sim_time.h"
+#include "sim_vcd_file.h"
+
+#define POLL_US 1000u        /* pty and clock check period, emulated microseconds */
+#define VCD_FLUSH_US 20000u  /* VCD flush period, emulated microseconds */
+#define MAX_AHEAD_NS 2000000 /* realtime: sleep once emulation is this far ahead */
+
+static volatile sig_atomic_t stop_requested;
+
+static struct {
+    int master;
+    int slave;
+    int input_full;       /* the UART said XOFF: its input FIFO is full */
+    uint8_t pending[256]; /* read from the pty, not yet taken by the UART */
+    size_t pending_len, pending_pos;
+    avr_irq_t *input_irq;
+} bridge = {.master = -1, .slave = -1};
+
+static void on_signal(int sig) {
+    (void)sig;
+    if (stop_requested) _exit(0); /* second signal: leave at once */
+    stop_requested = 1;
+}
+
+static void logger(avr_t *avr, const int level, const char *format, va_list ap) {
+    (void)avr;
+    if (level <= LOG_WARNING) vfprintf(stderr, format, ap);
+}
+
+static void die(const char *what) {
+    fprintf(stderr, "hand-sim: %s: %s\n", what, strerror(errno));
+    _exit(2);
+}
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: hand-sim [--realtime] [--vcd FILE] [--seconds N] [--freq HZ] FIRMWARE.elf\n");
+    _exit(2);
+}
+
+/* Firmware -> host: one byte from the UART. */
+static void on_uart_output(struct avr_irq_t *irq, uint32_t value, void *param) {
+    (void)irq;
+    (void)param;
+    uint8_t byte = (uint8_t)value;
+    /* A full pty (nobody reading) drops the byte, like a UART with no listener. */
+    if (write(bridge.master, &byte, 1) < 0 && errno != EAGAIN) {
+        fprintf(stderr, "hand-sim: pty write: %s\n", strerror(errno));
+    }
+}
+
+static void on_uart_xon(struct avr_irq_t *irq, uint32_t value, void *param) {
+    (void)irq;
+    (void)value;
+    (void)param;
+    bridge.input_full = 0;
+}
+
+static void on_uart_xoff(struct avr_irq_t *irq, uint32_t value, void *param) {
+    (void)irq;
+    (void)value;
+    (void)param;
+    bridge.input_full = 1;
+}
+
+/* Host -> firmware: move what the pty has into the UART's input FIFO while it has room. */
+static void pump_input(void) {
+    for (;;) {
+        if (bridge.pending_pos == bridge.pending_len) {
+            ssize_t n = read(bridge.master, bridge.pending, sizeof bridge.pending);
+            if (n <= 0) return; /* EAGAIN: nothing there */
+            bridge.pending_len = (size_t)n;
+            bridge.pending_pos = 0;
+        }
+        while (bridge.pending_pos < bridge.pending_len) {
+            if (bridge.input_full) return;
+            avr_raise_irq(bridge.input_irq, bridge.pending[bridge.pending_pos++]);
+        }
+    }
+}
+
+static void open_pty(void) {
+    bridge.master = posix_openpt(O_RDWR | O_NOCTTY);
+    if (bridge.master < 0) die("posix_openpt");
+    if (grantpt(bridge.master) < 0 || unlockpt(bridge.master) < 0) die("grantpt/unlockpt");
+    const char *name = ptsname(bridge.master);
+    if (!name) die("ptsname");
+    bridge.slave = open(name, O_RDWR | O_NOCTTY);
+    if (bridge.slave < 0) die("open pty slave");
+    struct termios tio;
+    if (tcgetattr(bridge.slave, &tio) < 0) die("tcgetattr");
+    cfmakeraw(&tio); /* no echo, no line editing, no CR/LF translation */
+    if (tcsetattr(bridge.slave, TCSANOW, &tio) < 0) die("tcsetattr");
+    int flags = fcntl(bridge.master, F_GETFL);
+    if (flags < 0 || fcntl(bridge.master, F_SETFL, flags | O_NONBLOCK) < 0) die("fcntl");
+    printf("PTY %s\n", name);
+    fflush(stdout);
+}
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int main(int argc, char **argv) {
+    int realtime = 0;
+    const char *vcd_path = NULL;
+    const char *elf_path = NULL;
+    double seconds = 0;
+    uint32_t freq = 16000000;
+
+    for (int i = 1; i < argc; ++i) {
+        if (!strcmp(argv[i], "--realtime")) {
+            realtime = 1;
+        } else if (!strcmp(argv[i], "--vcd") && i + 1 < argc) {
+            vcd_path = argv[++i];
+        } else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) {
+            seconds = atof(argv[++i]);
+        } else if (!strcmp(argv[i], "--freq") && i + 1 < argc) {
+            freq = (uint32_t)strtoul(argv[++i], NULL, 10);
+        } else if (argv[i][0] == '-' || elf_path) {
+            usage();
+        } else {
+            elf_path = argv[i];
+        }
+    }
+    if (!elf_path || freq == 0) usage();
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    avr_global_logger_set(logger);
+
+    static elf_firmware_t fw; /* large: keep it off the stack */
+    if (elf_read_firmware(elf_path, &fw) != 0) {
+        fprintf(stderr, "hand-sim: cannot read %s\n", elf_path);
+        _exit(2);
+    }
+    strcpy(fw.mmcu, "atmega328p");
+    fw.frequency = freq;
+
+    avr_t *avr = avr_make_mcu_by_name(fw.mmcu);
+    if (!avr) {
+        fprintf(stderr, "hand-sim: simavr does not know %s\n", fw.mmcu);
+        _exit(2);
+    }
+    avr_init(avr);
+    avr_load_firmware(avr, &fw);
+    avr->frequency = freq;
+    avr->log = LOG_WARNING;
+
+    /* Plain byte stream on UART0: no console echo of the firmware's bytes, no poll sleeping. */
+    uint32_t uart_flags = 0;
+    avr_ioctl(avr, AVR_IOCTL_UART_GET_FLAGS('0'), &uart_flags);
+    uart_flags &= ~(uint32_t)(AVR_UART_FLAG_STDIO | AVR_UART_FLAG_POLL_SLEEP);
+    avr_ioctl(avr, AVR_IOCTL_UART_SET_FLAGS('0'), &uart_flags);
+
+    bridge.input_irq = avr_io_getirq(avr, AVR_IOCTL_UART_GETIRQ('0'), UART_IRQ_INPUT);
+    avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_UART_GETIRQ('0'), UART_IRQ_OUTPUT),
+                            on_uart_output, NULL);
+    avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_UART_GETIRQ('0'), UART_IRQ_OUT_XON),
+                            on_uart_xon, NULL);
+    avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_UART_GETIRQ('0'), UART_IRQ_OUT_XOFF),
+                            on_uart_xoff, NULL);
+
+    static avr_vcd_t vcd;
+    if (vcd_path) {
+        static const struct {
+            char port;
+            int pin;
+            const char *name;
+        } traced[] = {
+            {'B', 3, "PB3"}, {'B', 2, "PB2"}, {'B', 1, "PB1"}, {'D', 6, "PD6"}, {'D', 5, "PD5"},
+        };
+        if (avr_vcd_init(avr, vcd_path, &vcd, VCD_FLUSH_US / 2) != 0) {
+            fprintf(stderr, "hand-sim: cannot create %s\n", vcd_path);
+            _exit(2);
+        }
+        for (size_t i = 0; i < sizeof traced / sizeof traced[0]; ++i) {
+            avr_irq_t *irq = avr_io_getirq(avr, AVR_IOCTL_IOPORT_GETIRQ(traced[i].port),
+                                           traced[i].pin);
+            avr_vcd_add_signal(&vcd, irq, 1, traced[i].name);
+        }
+        avr_vcd_start(&vcd);
+    }
+
+    open_pty();
+
+    const avr_cycle_count_t poll_cycles = avr_usec_to_cycles(avr, POLL_US);
+    const avr_cycle_count_t flush_cycles = avr_usec_to_cycles(avr, VCD_FLUSH_US);
+    const avr_cycle_count_t stop_cycle =
+        seconds > 0 ? (avr_cycle_count_t)(seconds * (double)freq) : 0;
+    avr_cycle_count_t next_poll = 0, next_flush = flush_cycles;
+    const uint64_t start_ns = now_ns();
+    int state = cpu_Running;
+
+    while (!stop_requested) {
+        state = avr_run(avr);
+        if (state == cpu_Done || state == cpu_Crashed) break;
+        if (avr->cycle < next_poll) continue;
+        next_poll = avr->cycle + poll_cycles;
+        pump_input();
+        if (vcd_path && avr->cycle >= next_flush) {
+            next_flush = avr->cycle + flush_cycles;
+            if (vcd.output) fflush(vcd.output);
+        }
+        if (stop_cycle && avr->cycle >= stop_cycle) break;
+        if (realtime) {
+            const uint64_t emulated_ns = avr_cycles_to_nsec(avr, avr->cycle);
+            const uint64_t wall_ns = now_ns() - start_ns;
+            if (emulated_ns > wall_ns + MAX_AHEAD_NS) {
+                const uint64_t ahead = emulated_ns - wall_ns;
+                struct timespec ts = {(time_t)(ahead / 1000000000ull),
+                                      (long)(ahead % 1000000000ull)};
+                nanosleep(&ts, NULL);
+            }
+        }
+    }
+
+    if (getenv("HAND_SIM_DEBUG")) fprintf(stderr, "state %d ucsr0a %02x ucsr0b %02x cycle %llu pc 0x%x\n", state, avr->data[0xC0], avr->data[0xC1], (unsigned long long)avr->cycle, avr->pc);
+    if (vcd_path) avr_vcd_close(&vcd); /* writes out the remaining log and closes the file */
+    if (state == cpu_Crashed) {
+        fprintf(stderr, "hand-sim: the firmware crashed at pc 0x%04x\n", avr->pc);
+        _exit(1);
+    }
+    _exit(0);
+}

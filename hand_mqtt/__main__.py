@@ -1,0 +1,3 @@
+from hand_mqtt.cli import main
+
+main()

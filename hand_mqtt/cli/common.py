@@ -1,0 +1,115 @@
+"""Options shared by every command, logging set-up, and turning errors into exit codes."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, TypeVar
+
+import typer
+
+from hand_mqtt.errors import HandMqttError
+from hand_mqtt.mqtt import DEFAULT_BROKER, BrokerUrl
+from hand_mqtt.topics import Topics
+
+T = TypeVar("T")
+
+BrokerOption = Annotated[
+    str,
+    typer.Option(
+        "--broker",
+        "-b",
+        envvar="HAND_MQTT_BROKER",
+        help="Broker URL: mqtt[s]://[user:password@]host[:port] (or ws[s]://).",
+        show_default=True,
+    ),
+]
+CaFileOption = Annotated[
+    str | None,
+    typer.Option("--ca-file", envvar="HAND_MQTT_CA_FILE", help="CA certificate for TLS."),
+]
+BaseOption = Annotated[
+    str, typer.Option("--base", envvar="HAND_MQTT_BASE", help="Base topic.", show_default=True)
+]
+HandOption = Annotated[
+    str, typer.Option("--hand", envvar="HAND_MQTT_HAND", help="Hand name.", show_default=True)
+]
+VerboseOption = Annotated[
+    int, typer.Option("--verbose", "-v", count=True, help="More log output (repeat for debug).")
+]
+TimeoutOption = Annotated[
+    float, typer.Option("--timeout", "-t", help="Seconds to wait for an answer.", min=0.1)
+]
+
+DEFAULT_BASE = "hand"
+DEFAULT_HAND = "hand1"
+__all__ = [
+    "DEFAULT_BASE",
+    "DEFAULT_BROKER",
+    "DEFAULT_HAND",
+    "broker_url",
+    "fail",
+    "handle_errors",
+    "setup_logging",
+    "topics",
+    "wait_for_signal",
+]
+
+
+def setup_logging(verbose: int, *, service: bool) -> None:
+    """Services log INFO by default, one-shot commands only warnings."""
+    level = logging.INFO if service else logging.WARNING
+    if verbose == 1:
+        level = logging.INFO
+    elif verbose >= 2:
+        level = logging.DEBUG
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    logging.getLogger("hand_mqtt").setLevel(level)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+@contextmanager
+def handle_errors() -> Iterator[None]:
+    """Turn the package's errors into a one-line message and exit code 1."""
+    try:
+        yield
+    except HandMqttError as exc:
+        raise fail(str(exc)) from None
+
+
+def broker_url(url: str, ca_file: str | None = None) -> BrokerUrl:
+    return BrokerUrl.parse(url, ca_file=ca_file)
+
+
+def topics(base: str) -> Topics:
+    return Topics(base)
+
+
+def wait_for_signal(tick: Callable[[], bool] | None = None) -> None:
+    """Block until SIGINT or SIGTERM (or ``tick`` returns False, checked every 0.2 s)."""
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(0.2):
+            if tick is not None and not tick():
+                break
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,254 @@
+"""Commands that drive a hand and show its state: set, nudge, pose, angles, state, watch."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from typing import Annotated
+
+import typer
+
+from hand_mqtt.client import HandClient, Snapshot
+from hand_mqtt.model import FINGERS, HandState
+
+from .common import (
+    DEFAULT_BASE,
+    DEFAULT_BROKER,
+    DEFAULT_HAND,
+    BaseOption,
+    BrokerOption,
+    CaFileOption,
+    HandOption,
+    TimeoutOption,
+    VerboseOption,
+    broker_url,
+    fail,
+    handle_errors,
+    setup_logging,
+    topics,
+    wait_for_signal,
+)
+
+app = typer.Typer()
+
+FingerArgument = Annotated[
+    str, typer.Argument(help=f"One of: {', '.join(FINGERS)}.", show_default=False)
+]
+
+
+def _client(broker: str, ca_file: str | None, base: str, hand: str) -> HandClient:
+    return HandClient(broker_url(broker, ca_file), topics=topics(base), hand=hand)
+
+
+def _describe(state: HandState) -> str:
+    angles = "  ".join(f"{f} {a}" for f, a in zip(FINGERS, state.angles, strict=True))
+    return f"{angles}  pose {state.pose or '-'}  version {state.version}"
+
+
+def _run(
+    broker: str,
+    ca_file: str | None,
+    base: str,
+    hand: str,
+    timeout: float,
+    verbose: int,
+    command: dict[str, object],
+) -> None:
+    setup_logging(verbose, service=False)
+    with handle_errors():
+        client = _client(broker, ca_file, base, hand)
+        try:
+            client.connect(timeout)
+            state = client.send(command, timeout=timeout)
+        finally:
+            client.close()
+    typer.echo(f"{base}/{hand}: {_describe(state)}")
+
+
+@app.command("set")
+def set_finger(
+    finger: FingerArgument,
+    angle: Annotated[int, typer.Argument(help="0 (contracted) to 180 (extended).")],
+    broker: BrokerOption = DEFAULT_BROKER,
+    ca_file: CaFileOption = None,
+    base: BaseOption = DEFAULT_BASE,
+    hand: HandOption = DEFAULT_HAND,
+    timeout: TimeoutOption = 5.0,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Set one finger to an angle."""
+    if finger not in FINGERS:
+        raise fail(f"unknown finger {finger!r}; fingers are {', '.join(FINGERS)}", 2)
+    _run(broker, ca_file, base, hand, timeout, verbose, {finger: angle})
+
+
+@app.command()
+def nudge(
+    finger: FingerArgument,
+    delta: Annotated[int, typer.Argument(help="Degrees to add, e.g. 15 or -15 (clamped).")],
+    broker: BrokerOption = DEFAULT_BROKER,
+    ca_file: CaFileOption = None,
+    base: BaseOption = DEFAULT_BASE,
+    hand: HandOption = DEFAULT_HAND,
+    timeout: TimeoutOption = 5.0,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Move one finger by a number of degrees, clamped to 0-180."""
+    if finger not in FINGERS:
+        raise fail(f"unknown finger {finger!r}; fingers are {', '.join(FINGERS)}", 2)
+    _run(broker, ca_file, base, hand, timeout, verbose, {finger: {"delta": delta}})
+
+
+@app.command()
+def pose(
+    name: Annotated[str, typer.Argument(help="open, fist, peace, rockstar, okay, point, phone…")],
+    broker: BrokerOption = DEFAULT_BROKER,
+    ca_file: CaFileOption = None,
+    base: BaseOption = DEFAULT_BASE,
+    hand: HandOption = DEFAULT_HAND,
+    timeout: TimeoutOption = 5.0,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Put the hand in a named pose."""
+    _run(broker, ca_file, base, hand, timeout, verbose, {"pose": name})
+
+
+@app.command()
+def angles(
+    values: Annotated[
+        list[str],
+        typer.Argument(
+            help="Five values for index middle ring pinky thumb: 0-180, or - to leave one.",
+            show_default=False,
+        ),
+    ],
+    broker: BrokerOption = DEFAULT_BROKER,
+    ca_file: CaFileOption = None,
+    base: BaseOption = DEFAULT_BASE,
+    hand: HandOption = DEFAULT_HAND,
+    timeout: TimeoutOption = 5.0,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Set all five fingers at once (a '-' leaves a finger as it is)."""
+    if len(values) != len(FINGERS):
+        raise fail(f"give five values ({' '.join(FINGERS)}), got {len(values)}", 2)
+    parsed: list[int | None] = []
+    bad: list[str] = []
+    for finger, value in zip(FINGERS, values, strict=True):
+        if value == "-":
+            parsed.append(None)
+        elif value.isdigit() and int(value) <= 180:
+            parsed.append(int(value))
+        else:
+            bad.append(f"{finger}: {value!r} is not an angle from 0 to 180 or '-'")
+    if bad:
+        raise fail("; ".join(bad), 2)
+    _run(broker, ca_file, base, hand, timeout, verbose, {"angles": parsed})
+
+
+def _table(base: str, hand: str, snap: Snapshot) -> str:
+    reported = snap.reported
+    link = reported.link if reported else "unknown"
+    firmware = f", firmware {reported.firmware.version}" if reported and reported.firmware else ""
+    lines = [
+        f"{base}/{hand}  arbiter: {snap.arbiter or 'unknown'}  "
+        f"device: {snap.device or 'unknown'} (link {link}{firmware})",
+        f"{'finger':<8}{'desired':>9}{'reported':>10}",
+    ]
+    for i, finger in enumerate(FINGERS):
+        want = snap.desired.angles[i] if snap.desired else None
+        have = reported.angles[i] if reported else None
+        mark = "" if want is None or have is None or want == have else "  *"
+        lines.append(f"{finger:<8}{_cell(want):>9}{_cell(have):>10}{mark}")
+    pose_name = snap.desired.pose if snap.desired else None
+    version = snap.desired.version if snap.desired else None
+    reported_version = reported.version if reported else None
+    lines.append(
+        f"pose {pose_name or '-'}  version {_cell(version)} (reported {_cell(reported_version)})"
+        + ("  failsafe!" if reported and reported.failsafe else "")
+    )
+    return "\n".join(lines)
+
+
+def _cell(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+@app.command()
+def state(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    broker: BrokerOption = DEFAULT_BROKER,
+    ca_file: CaFileOption = None,
+    base: BaseOption = DEFAULT_BASE,
+    hand: HandOption = DEFAULT_HAND,
+    timeout: TimeoutOption = 5.0,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Show desired and reported angles and who is online."""
+    setup_logging(verbose, service=False)
+    with handle_errors():
+        client = _client(broker, ca_file, base, hand)
+        try:
+            client.connect(timeout)
+            snap = client.snapshot()
+        finally:
+            client.close()
+    if as_json:
+        typer.echo(json.dumps(snap.as_dict(), indent=2))
+    else:
+        typer.echo(_table(base, hand, snap))
+    if snap.desired is None:
+        raise typer.Exit(3)
+
+
+@app.command()
+def watch(
+    duration: Annotated[
+        float | None, typer.Option("--for", help="Stop after this many seconds.", min=0)
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    broker: BrokerOption = DEFAULT_BROKER,
+    ca_file: CaFileOption = None,
+    base: BaseOption = DEFAULT_BASE,
+    hand: HandOption = DEFAULT_HAND,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Print the hand's state every time it changes, until Ctrl-C."""
+    setup_logging(verbose, service=False)
+    lock = threading.Lock()
+    last: list[str] = []
+
+    def show(snap: Snapshot) -> None:
+        line = json.dumps(snap.as_dict()) if as_json else _line(snap)
+        with lock:
+            if last and last[-1] == line:
+                return
+            last.append(line)
+            del last[:-1]
+            typer.echo(line)
+            sys.stdout.flush()
+
+    with handle_errors():
+        client = _client(broker, ca_file, base, hand)
+        client.add_listener(show)
+        try:
+            client.connect(5.0)
+            show(client.snapshot())
+            deadline = None if duration is None else time.monotonic() + duration
+            wait_for_signal(lambda: deadline is None or time.monotonic() < deadline)
+        finally:
+            client.close()
+
+
+def _line(snap: Snapshot) -> str:
+    desired = " ".join(f"{a:>3}" for a in snap.desired.angles) if snap.desired else "  -"
+    reported = " ".join(_cell(a).rjust(3) for a in snap.reported.angles) if snap.reported else "  -"
+    pose_name = (snap.desired.pose if snap.desired else None) or "-"
+    link = snap.reported.link if snap.reported else "?"
+    return (
+        f"{time.strftime('%H:%M:%S')}  desired [{desired}] {pose_name:<9} "
+        f"reported [{reported}] link {link}  arbiter {snap.arbiter or '?'}  "
+        f"device {snap.device or '?'}"
+    )

@@ -1,0 +1,358 @@
+"""Commands that run services: broker, arbiter, device, simulate, up."""
+
+from __future__ import annotations
+
+import enum
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hand_mqtt.arbiter import Arbiter
+from hand_mqtt.broker import EmbeddedBroker
+from hand_mqtt.client import HandClient, Snapshot
+from hand_mqtt.device import DeviceService, DeviceSettings
+from hand_mqtt.errors import ConfigError
+from hand_mqtt.model import FINGERS, PoseBook
+from hand_mqtt.mqtt import MqttClient
+from hand_mqtt.protocol import DeviceConfig, FailsafeAction
+from hand_mqtt.simulator import PtyHand, SocketHand
+from hand_mqtt.stack import Stack, StackSettings
+from hand_mqtt.topics import validate_hand_name
+
+from .common import (
+    DEFAULT_BASE,
+    DEFAULT_BROKER,
+    DEFAULT_HAND,
+    BaseOption,
+    BrokerOption,
+    CaFileOption,
+    HandOption,
+    VerboseOption,
+    broker_url,
+    handle_errors,
+    setup_logging,
+    topics,
+    wait_for_signal,
+)
+
+app = typer.Typer()
+
+PosesOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--poses",
+        envvar="HAND_MQTT_POSES",
+        help="TOML file with extra poses ([poses] name = [5 angles]).",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+
+
+class FailsafeChoice(enum.StrEnum):
+    hold = "hold"
+    pose = "pose"
+
+
+def _poses(path: Path | None) -> PoseBook:
+    return PoseBook.from_file(path) if path is not None else PoseBook()
+
+
+def _device_settings(
+    poses: PoseBook, failsafe_timeout: float, failsafe: FailsafeChoice, safe_pose: str, speed: int
+) -> DeviceSettings:
+    if safe_pose not in poses:
+        raise ConfigError(f"unknown safe pose {safe_pose!r}; known poses: {', '.join(poses)}")
+    return DeviceSettings(
+        firmware=DeviceConfig(
+            failsafe_timeout_ms=round(failsafe_timeout * 1000),
+            failsafe_action=FailsafeAction.HOLD
+            if failsafe is FailsafeChoice.hold
+            else FailsafeAction.SAFE_POSE,
+            safe_pose=poses[safe_pose],
+            speed_dps=speed,
+        )
+    )
+
+
+FailsafeTimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--failsafe-timeout",
+        help="Seconds without a frame before the firmware's failsafe acts (0 = never).",
+        min=0,
+        max=65.0,
+    ),
+]
+FailsafeOption = Annotated[
+    FailsafeChoice,
+    typer.Option("--failsafe", help="What the failsafe does: hold, or move to --safe-pose."),
+]
+SafePoseOption = Annotated[str, typer.Option("--safe-pose", help="Pose for --failsafe pose.")]
+SpeedOption = Annotated[
+    int,
+    typer.Option(
+        "--speed",
+        help="Servo speed in degrees per second (0 = as fast as it can).",
+        min=0,
+        max=65535,
+    ),
+]
+
+
+@app.command()
+def broker(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 1883,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Run the embedded MQTT broker (amqtt) until Ctrl-C."""
+    setup_logging(verbose, service=True)
+    with handle_errors():
+        embedded = EmbeddedBroker(host, port)
+        embedded.start()
+    typer.echo(f"broker listening on {embedded.url}", err=True)
+    try:
+        wait_for_signal()
+    finally:
+        embedded.stop()
+
+
+@app.command()
+def arbiter(
+    hands: Annotated[
+        list[str] | None,
+        typer.Option("--hand", envvar="HAND_MQTT_HAND", help="Hand to serve (repeatable)."),
+    ] = None,
+    all_hands: Annotated[
+        bool, typer.Option("--all-hands", help="Serve every hand under the base topic.")
+    ] = False,
+    max_hands: Annotated[int, typer.Option(help="Limit for --all-hands.", min=1)] = 1000,
+    poses: PosesOption = None,
+    broker: BrokerOption = DEFAULT_BROKER,
+    ca_file: CaFileOption = None,
+    base: BaseOption = DEFAULT_BASE,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Run the arbiter: validate commands and publish every hand's desired state."""
+    setup_logging(verbose, service=True)
+    with handle_errors():
+        served = None if all_hands else [validate_hand_name(h) for h in hands or [DEFAULT_HAND]]
+        service = Arbiter(
+            MqttClient(broker_url(broker, ca_file), name="arbiter"),
+            topics=topics(base),
+            hands=served,
+            poses=_poses(poses),
+            max_hands=max_hands,
+        )
+        service.start()
+    try:
+        wait_for_signal()
+    finally:
+        service.stop()
+
+
+@app.command()
+def device(
+    serial: Annotated[
+        str,
+        typer.Option(
+            "--serial",
+            "-s",
+            envvar="HAND_MQTT_SERIAL",
+            help="Serial port or URL: /dev/ttyACM0, socket://host:port, rfc2217://…",
+        ),
+    ],
+    baudrate: Annotated[int, typer.Option(help="Serial speed.")] = 115200,
+    takeover: Annotated[
+        bool, typer.Option("--takeover", help="Take the hand over from a running service.")
+    ] = False,
+    failsafe_timeout: FailsafeTimeoutOption = 2.0,
+    failsafe: FailsafeOption = FailsafeChoice.hold,
+    safe_pose: SafePoseOption = "open",
+    speed: SpeedOption = 0,
+    poses: PosesOption = None,
+    broker: BrokerOption = DEFAULT_BROKER,
+    ca_file: CaFileOption = None,
+    base: BaseOption = DEFAULT_BASE,
+    hand: HandOption = DEFAULT_HAND,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Run the device service for one hand on a serial port."""
+    setup_logging(verbose, service=True)
+    from hand_mqtt.link import SerialLink
+
+    with handle_errors():
+        settings = _device_settings(_poses(poses), failsafe_timeout, failsafe, safe_pose, speed)
+        service = DeviceService(
+            MqttClient(broker_url(broker, ca_file), name="device"),
+            serial,
+            topics=topics(base),
+            hand=validate_hand_name(hand),
+            settings=settings,
+            takeover=takeover,
+            link_factory=lambda url: SerialLink(url, baudrate=baudrate),
+        )
+        service.start()
+    try:
+        wait_for_signal(lambda: not service.taken_over.is_set())
+    finally:
+        service.stop()
+    if service.taken_over.is_set():
+        typer.echo("another device service took this hand over; stopped", err=True)
+        raise typer.Exit(3)
+
+
+@app.command()
+def simulate(
+    tcp: Annotated[
+        int | None,
+        typer.Option("--tcp", help="Serve on socket://127.0.0.1:PORT instead of a pty.", min=0),
+    ] = None,
+    link: Annotated[
+        Path | None, typer.Option("--link", help="Directory for the pty's stable symlink.")
+    ] = None,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Run a simulated hand (the firmware's behaviour in Python) on a pty or a TCP port."""
+    setup_logging(verbose, service=True)
+    hand: PtyHand | SocketHand = (
+        SocketHand(port=tcp) if tcp is not None else PtyHand(directory=link)
+    )
+    hand.start()
+    where = hand.url if isinstance(hand, SocketHand) else hand.path
+    typer.echo(where)
+    sys.stdout.flush()
+    try:
+        wait_for_signal()
+    finally:
+        hand.stop()
+
+
+@app.command()
+def up(
+    serial: Annotated[
+        str | None,
+        typer.Option("--serial", "-s", help="Drive a real hand on this port instead."),
+    ] = None,
+    emulate: Annotated[
+        bool, typer.Option("--emulate", help="Run the bundled firmware in the AVR emulator.")
+    ] = False,
+    broker: Annotated[
+        str | None,
+        typer.Option(
+            "--broker",
+            "-b",
+            envvar="HAND_MQTT_BROKER",
+            help="Use this broker instead of the embedded one.",
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Embedded broker address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Embedded broker port.", min=0, max=65535)] = 1883,
+    live: Annotated[bool, typer.Option("--live/--no-live", help="Show the live view.")] = True,
+    failsafe_timeout: FailsafeTimeoutOption = 2.0,
+    failsafe: FailsafeOption = FailsafeChoice.hold,
+    safe_pose: SafePoseOption = "open",
+    speed: SpeedOption = 0,
+    poses: PosesOption = None,
+    base: BaseOption = DEFAULT_BASE,
+    hand: HandOption = DEFAULT_HAND,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Run everything: broker, arbiter and device service on a simulated hand."""
+    setup_logging(verbose, service=verbose > 0)
+    with handle_errors():
+        book = _poses(poses)
+        stack = Stack(
+            StackSettings(
+                broker=broker,
+                host=host,
+                port=port,
+                serial=serial,
+                emulate=emulate,
+                base=base,
+                hand=validate_hand_name(hand),
+                poses=book,
+                device=_device_settings(book, failsafe_timeout, failsafe, safe_pose, speed),
+            )
+        )
+        stack.start()
+    try:
+        _welcome(stack, base, hand, emulate)
+        viewer: HandClient | None = None
+        if live:
+            viewer = HandClient(broker_url(stack.url), topics=topics(base), hand=hand, name="live")
+            viewer.add_listener(_LiveView())
+            with handle_errors():
+                viewer.connect(5.0)
+        try:
+            wait_for_signal()
+        finally:
+            if viewer is not None:
+                viewer.close()
+    finally:
+        typer.echo("\nstopping…", err=True)
+        stack.stop()
+
+
+def _welcome(stack: Stack, base: str, hand: str, emulate: bool) -> None:
+    what = (
+        f"real hand on {stack.serial_url}"
+        if stack.settings.serial
+        else ("bundled firmware in the emulator" if emulate else "simulated hand")
+        + f" on {stack.serial_url}"
+    )
+    broker_note = "" if stack.settings.broker else " (embedded)"
+    typer.echo(
+        f"""hand-mqtt is up
+  broker   {stack.url}{broker_note}
+  hand     {base}/{hand}: {what}
+
+Try, in another terminal:
+  hand-mqtt pose peace
+  hand-mqtt set index 90
+  hand-mqtt nudge thumb -15
+  hand-mqtt angles 180 - 0 0 -
+  hand-mqtt state
+  mosquitto_pub -h {stack.url.split("://")[1].split(":")[0]} -p {stack.url.rsplit(":", 1)[1]} \
+-t {base}/{hand}/index/set -m 90
+
+Ctrl-C stops everything.
+"""
+    )
+
+
+class _LiveView:
+    """Prints desired vs reported whenever either changes (one line, redrawn on a terminal)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = ""
+        self._tty = sys.stdout.isatty()
+
+    def __call__(self, snap: Snapshot) -> None:
+        desired = snap.desired.angles if snap.desired else (None,) * 5
+        reported = snap.reported.angles if snap.reported else (None,) * 5
+        cells = "  ".join(
+            f"{f[:5]} {_cell(d)}/{_cell(r)}"
+            for f, d, r in zip(FINGERS, desired, reported, strict=True)
+        )
+        pose = (snap.desired.pose if snap.desired else None) or "-"
+        link = snap.reported.link if snap.reported else "?"
+        line = f"desired/reported  {cells}  pose {pose}  link {link}"
+        with self._lock:
+            if line == self._last:
+                return
+            self._last = line
+            if self._tty:
+                sys.stdout.write("\r\x1b[2K" + line)
+            else:
+                sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+
+def _cell(value: int | None) -> str:
+    return "-" if value is None else str(value)

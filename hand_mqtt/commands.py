@@ -1,0 +1,272 @@
+"""Every accepted command form turned into a typed :class:`Command`, or a clear error.
+
+Accepted forms (see docs/topics.md):
+
+- ``<base>/<hand>/<finger>/set``: ``90`` (absolute), ``+15`` / ``-15`` (relative),
+  ``{"angle": 90}``, ``{"delta": -15}``, each JSON form with an optional ``"transaction"``;
+- ``<base>/<hand>/set``: a JSON object with finger names (a number, or ``{"angle": n}`` /
+  ``{"delta": n}``), ``"pose"``, ``"angles"`` (five numbers or nulls) and ``"transaction"``;
+- ``<base>/<hand>/pose/set``: a pose name, plain or as a JSON string or ``{"pose": name}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from .errors import CommandError
+from .model import FINGERS, MAX_ANGLE, MIN_ANGLE, Angles, PoseBook
+from .topics import CommandTopic
+
+__all__ = ["MAX_PAYLOAD_BYTES", "Command", "FingerChange", "parse_command"]
+
+MAX_PAYLOAD_BYTES: Final = 4096
+MAX_TRANSACTION_CHARS: Final = 64
+_FINGER_INDEX: Final = {finger: i for i, finger in enumerate(FINGERS)}
+
+
+@dataclass(frozen=True, slots=True)
+class FingerChange:
+    """Set a finger to an angle, or move it by a delta (clamped to 0-180)."""
+
+    finger: int
+    kind: Literal["angle", "delta"]
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A validated command: an optional pose, then finger changes applied in order."""
+
+    pose: str | None = None
+    changes: tuple[FingerChange, ...] = ()
+    transaction: str | int | None = None
+
+    def apply(self, current: Angles, poses: PoseBook) -> Angles:
+        """The angles after this command, starting from ``current``."""
+        angles = list(poses[self.pose] if self.pose is not None else current)
+        for change in self.changes:
+            if change.kind == "angle":
+                angles[change.finger] = change.value
+            else:
+                moved = angles[change.finger] + change.value
+                angles[change.finger] = min(MAX_ANGLE, max(MIN_ANGLE, moved))
+        return tuple(angles)  # type: ignore[return-value]
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number this hand understands")
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise CommandError("the JSON is nested too deeply") from None
+    except ValueError as exc:
+        raise CommandError(f"the payload is not valid JSON ({exc})") from None
+
+
+def _angle(value: Any, what: str) -> int:
+    number = _whole_number(value, what, "an angle")
+    if not MIN_ANGLE <= number <= MAX_ANGLE:
+        raise CommandError(f"{what}: {number} is out of range; an angle is from 0 to 180")
+    return number
+
+
+def _delta(value: Any, what: str) -> int:
+    number = _whole_number(value, what, "a delta")
+    if not -MAX_ANGLE <= number <= MAX_ANGLE:
+        raise CommandError(f"{what}: a delta of {number} is out of range (-180 to +180)")
+    return number
+
+
+def _whole_number(value: Any, what: str, kind: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CommandError(f"{what}: {kind} must be a whole number of degrees, not {value!r}")
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            raise CommandError(f"{what}: {kind} must be a whole number of degrees, not {value!r}")
+        return int(value)
+    return value
+
+
+def _transaction(data: dict[str, Any]) -> str | int | None:
+    if "transaction" not in data:
+        return None
+    value = data["transaction"]
+    if isinstance(value, bool) or not isinstance(value, str | int) or value is None:
+        raise CommandError("transaction must be a string or an integer")
+    if isinstance(value, str) and not 0 < len(value) <= MAX_TRANSACTION_CHARS:
+        raise CommandError(f"transaction must be 1 to {MAX_TRANSACTION_CHARS} characters")
+    if isinstance(value, int) and not -(2**53) < value < 2**53:
+        raise CommandError("transaction number is too large")
+    return value
+
+
+def _peek_transaction(data: dict[str, Any]) -> str | int | None:
+    try:
+        return _transaction(data)
+    except CommandError:
+        return None
+
+
+def _finger_value(value: Any, finger: str) -> FingerChange:
+    index = _FINGER_INDEX[finger]
+    if isinstance(value, dict):
+        keys = set(value)
+        if keys == {"angle"}:
+            return FingerChange(index, "angle", _angle(value["angle"], finger))
+        if keys == {"delta"}:
+            return FingerChange(index, "delta", _delta(value["delta"], finger))
+        raise CommandError(f'{finger}: give {{"angle": n}} or {{"delta": n}}')
+    if isinstance(value, str):
+        return _finger_text(value, finger)
+    return FingerChange(index, "angle", _angle(value, finger))
+
+
+def _finger_text(text: str, finger: str) -> FingerChange:
+    """Parse ``90``, ``+15`` or ``-15``."""
+    index = _FINGER_INDEX[finger]
+    stripped = text.strip()
+    sign = stripped[:1]
+    digits = stripped[1:] if sign in "+-" else stripped
+    if not digits.isascii() or not digits.isdigit() or len(digits) > 4:
+        raise CommandError(
+            f"{finger}: expected an angle (0 to 180) or a signed delta such as +15 or -15, "
+            f"got {stripped[:32]!r}"
+        )
+    if sign in ("+", "-") and sign:
+        return FingerChange(index, "delta", _delta(int(stripped), finger))
+    return FingerChange(index, "angle", _angle(int(digits), finger))
+
+
+def _pose(value: Any, poses: PoseBook) -> str:
+    if not isinstance(value, str):
+        raise CommandError(f"pose must be a name, not {value!r}")
+    name = value.strip()
+    if name not in poses:
+        known = ", ".join(poses)
+        raise CommandError(f"unknown pose {name[:32]!r}; known poses: {known}")
+    return name
+
+
+def _finger_command(finger: str, text: str) -> Command:
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        data = _loads(stripped)
+        if not isinstance(data, dict):
+            raise CommandError(f"{finger}: expected a JSON object")
+        transaction = _peek_transaction(data)
+        try:
+            _transaction(data)
+            body = {key: value for key, value in data.items() if key != "transaction"}
+            if not body:
+                raise CommandError(f'{finger}: give {{"angle": n}} or {{"delta": n}}')
+            return Command(changes=(_finger_value(body, finger),), transaction=transaction)
+        except CommandError as exc:
+            raise CommandError(str(exc), transaction) from None
+    return Command(changes=(_finger_text(stripped, finger),))
+
+
+def _pose_command(text: str, poses: PoseBook) -> Command:
+    stripped = text.strip()
+    if stripped.startswith(("{", '"')):
+        data = _loads(stripped)
+        if isinstance(data, str):
+            return Command(pose=_pose(data, poses))
+        if not isinstance(data, dict):
+            raise CommandError('expected a pose name or {"pose": name}')
+        transaction = _peek_transaction(data)
+        try:
+            _transaction(data)
+            unknown = set(data) - {"pose", "transaction"}
+            if unknown or "pose" not in data:
+                raise CommandError('expected a pose name or {"pose": name}')
+            return Command(pose=_pose(data["pose"], poses), transaction=transaction)
+        except CommandError as exc:
+            raise CommandError(str(exc), transaction) from None
+    return Command(pose=_pose(stripped, poses))
+
+
+def _hand_command(text: str, poses: PoseBook) -> Command:
+    data = _loads(text)
+    if not isinstance(data, dict):
+        raise CommandError(
+            'expected a JSON object such as {"index": 90}, {"pose": "peace"} or '
+            '{"angles": [180, null, 0, 0, 0]}'
+        )
+    transaction = _peek_transaction(data)
+    try:
+        _transaction(data)
+        unknown = set(data) - set(FINGERS) - {"pose", "angles", "transaction"}
+        if unknown:
+            raise CommandError(
+                f"unknown field(s) {', '.join(sorted(repr(k)[:34] for k in unknown))}; "
+                "expected finger names, pose, angles or transaction"
+            )
+        fingers = [finger for finger in FINGERS if finger in data]
+        if "angles" in data and (fingers or "pose" in data):
+            raise CommandError("give either angles or finger names and pose, not both")
+        pose = _pose(data["pose"], poses) if "pose" in data else None
+        changes: list[FingerChange] = []
+        if "angles" in data:
+            changes = _angles_list(data["angles"])
+        else:
+            bad: list[str] = []
+            for finger in fingers:
+                try:
+                    changes.append(_finger_value(data[finger], finger))
+                except CommandError as exc:
+                    bad.append(str(exc))
+            if bad:
+                raise CommandError("; ".join(bad))
+        if pose is None and not changes and "angles" not in data:
+            raise CommandError("the command names no finger, pose or angles")
+        return Command(pose=pose, changes=tuple(changes), transaction=transaction)
+    except CommandError as exc:
+        raise CommandError(str(exc), transaction) from None
+
+
+def _angles_list(value: Any) -> list[FingerChange]:
+    if not isinstance(value, list) or len(value) != len(FINGERS):
+        raise CommandError(
+            "angles must be a list of five values (index, middle, ring, pinky, thumb), "
+            "each 0 to 180 or null to leave the finger as it is"
+        )
+    changes: list[FingerChange] = []
+    bad: list[str] = []
+    for index, (finger, angle) in enumerate(zip(FINGERS, value, strict=True)):
+        if angle is None:
+            continue
+        try:
+            changes.append(FingerChange(index, "angle", _angle(angle, finger)))
+        except CommandError as exc:
+            bad.append(str(exc))
+    if bad:
+        raise CommandError("; ".join(bad))
+    return changes
+
+
+def parse_command(topic: CommandTopic, payload: bytes, poses: PoseBook) -> Command:
+    """Turn a payload received on a command topic into a :class:`Command`.
+
+    Raises :class:`CommandError` with a sentence a person understands, and the request's
+    transaction when one could be read.
+    """
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise CommandError(f"the payload is {len(payload)} bytes; at most 4096 are accepted")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CommandError("the payload is not UTF-8 text") from None
+    if not text.strip():
+        raise CommandError("the payload is empty")
+    if topic.target == "finger":
+        assert topic.finger is not None
+        return _finger_command(topic.finger, text)
+    if topic.target == "pose":
+        return _pose_command(text, poses)
+    return _hand_command(text, poses)

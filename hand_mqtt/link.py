@@ -1,0 +1,93 @@
+"""The only module that imports pyserial: open a serial URL, read, write, and say why not.
+
+A serial URL is a device path (``/dev/ttyACM0``, a pty), or any pyserial URL handler such as
+``socket://host:port``, ``rfc2217://host:port`` or ``loop://``. This is the seam tests use: the
+device service runs the same code against a pty, a socket or a real Arduino.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+import serial
+
+from .errors import LinkError
+
+__all__ = ["DEFAULT_BAUDRATE", "SerialLink"]
+
+logger = logging.getLogger("hand_mqtt")
+
+DEFAULT_BAUDRATE = 115200
+
+
+class SerialLink:
+    """One serial connection; every failure is raised as :class:`LinkError`."""
+
+    def __init__(
+        self, url: str, *, baudrate: int = DEFAULT_BAUDRATE, read_timeout: float = 0.05
+    ) -> None:
+        self.url = url
+        self.baudrate = baudrate
+        self.read_timeout = read_timeout
+        self._port: Any = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._port is not None
+
+    def open(self) -> None:
+        """Open the port (8N1, no flow control) and discard whatever was waiting in it."""
+        self.close()
+        options: dict[str, Any] = {
+            "baudrate": self.baudrate,
+            "timeout": self.read_timeout,
+            "write_timeout": 2.0,
+        }
+        if "://" not in self.url:
+            # Two services must not share one hand's port.
+            options["exclusive"] = True
+        try:
+            port = serial.serial_for_url(self.url, **options)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise LinkError(f"cannot open {self.url}: {_reason(exc)}") from None
+        self._port = port
+        with contextlib.suppress(serial.SerialException, OSError):
+            port.reset_input_buffer()
+
+    def close(self) -> None:
+        port, self._port = self._port, None
+        if port is not None:
+            with contextlib.suppress(serial.SerialException, OSError):
+                port.close()
+
+    def read(self) -> bytes:
+        """Whatever has arrived, waiting at most ``read_timeout`` for the first byte."""
+        port = self._require()
+        try:
+            waiting = port.in_waiting
+            data: bytes = port.read(waiting or 1)
+            if data and port.in_waiting:
+                data += port.read(port.in_waiting)
+        except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
+            # TypeError/AttributeError: pyserial's socket handler after the peer vanished.
+            raise LinkError(f"reading {self.url} failed: {_reason(exc)}") from None
+        return data
+
+    def write(self, data: bytes) -> None:
+        port = self._require()
+        try:
+            port.write(data)
+        except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
+            raise LinkError(f"writing to {self.url} failed: {_reason(exc)}") from None
+
+    def _require(self) -> Any:
+        if self._port is None:
+            raise LinkError(f"{self.url} is not open")
+        return self._port
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]

@@ -1,0 +1,203 @@
+"""Fingers, angles, poses and the payloads that describe a hand.
+
+A logical angle is a whole number of degrees from 0 (contracted) to 180 (extended). Fingers are
+always listed in the order of :data:`FINGERS`.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import ConfigError
+
+__all__ = [
+    "BUILTIN_POSES",
+    "DEFAULT_PINS",
+    "FINGERS",
+    "MAX_ANGLE",
+    "MIN_ANGLE",
+    "Angles",
+    "ErrorReport",
+    "FirmwareInfo",
+    "HandState",
+    "PoseBook",
+    "Reported",
+    "angles_of",
+]
+
+FINGERS: Final = ("index", "middle", "ring", "pinky", "thumb")
+"""The five fingers, in the order used by every list of angles."""
+
+DEFAULT_PINS: Final = (11, 10, 9, 6, 5)
+"""Arduino Uno pins of the original wiring, in finger order."""
+
+MIN_ANGLE: Final = 0
+MAX_ANGLE: Final = 180
+
+Angles = tuple[int, int, int, int, int]
+Angle = Annotated[int, Field(ge=MIN_ANGLE, le=MAX_ANGLE)]
+
+BUILTIN_POSES: Final[Mapping[str, Angles]] = {
+    "open": (180, 180, 180, 180, 180),
+    "fist": (0, 0, 0, 0, 0),
+    "peace": (180, 180, 0, 0, 0),
+    "rockstar": (180, 0, 0, 180, 180),
+    "okay": (0, 180, 180, 180, 0),
+    "point": (180, 0, 0, 0, 180),
+    "phone": (0, 0, 0, 180, 180),
+}
+
+_POSE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class HandState(_Frozen):
+    """The desired state of one hand, as the arbiter publishes it (retained)."""
+
+    index: Angle = MAX_ANGLE
+    middle: Angle = MAX_ANGLE
+    ring: Angle = MAX_ANGLE
+    pinky: Angle = MAX_ANGLE
+    thumb: Angle = MAX_ANGLE
+    pose: str | None = None
+    version: int = Field(default=0, ge=0)
+    transaction: str | int | None = None
+
+    @property
+    def angles(self) -> Angles:
+        """The five angles in finger order."""
+        return (self.index, self.middle, self.ring, self.pinky, self.thumb)
+
+
+class FirmwareInfo(_Frozen):
+    """What the firmware said about itself in its hello."""
+
+    name: str = "hand-mqtt"
+    version: str
+    protocol: int
+    fingers: int
+
+
+class Reported(_Frozen):
+    """What the device service last heard from the firmware (retained)."""
+
+    index: Angle | None = None
+    middle: Angle | None = None
+    ring: Angle | None = None
+    pinky: Angle | None = None
+    thumb: Angle | None = None
+    link: Literal["up", "down"] = "down"
+    version: int | None = None
+    """The desired-state version these angles answer, when they came from a state push."""
+    failsafe: bool = False
+    moving: bool = False
+    firmware: FirmwareInfo | None = None
+    serial: str | None = None
+    owner: str | None = None
+    """Identifies the device service instance that owns the hand."""
+    claimed: float | None = None
+    """When that instance claimed the hand (Unix time); the newest claim wins a takeover."""
+
+    @property
+    def angles(self) -> tuple[int | None, ...]:
+        """The five reported angles in finger order (None when not known)."""
+        return (self.index, self.middle, self.ring, self.pinky, self.thumb)
+
+
+class ErrorReport(_Frozen):
+    """The answer to a rejected command, published on the hand's ``error`` topic."""
+
+    topic: str
+    payload: str
+    error: str
+    transaction: str | int | None = None
+
+
+def angles_of(values: Iterable[int]) -> Angles:
+    """Check and convert five angles into an :data:`Angles` tuple."""
+    result = tuple(values)
+    if len(result) != len(FINGERS):
+        raise ValueError(f"expected {len(FINGERS)} angles, got {len(result)}")
+    for finger, angle in zip(FINGERS, result, strict=True):
+        if type(angle) is not int or not MIN_ANGLE <= angle <= MAX_ANGLE:
+            raise ValueError(f"{finger}: {angle!r} is not an angle from 0 to 180")
+    return result  # type: ignore[return-value]
+
+
+class PoseBook(Mapping[str, Angles]):
+    """The built-in poses plus any the user defined; read-only once made."""
+
+    def __init__(self, extra: Mapping[str, Angles] | None = None) -> None:
+        poses = dict(BUILTIN_POSES)
+        for name, angles in (extra or {}).items():
+            if not _POSE_NAME.match(name):
+                raise ConfigError(
+                    f"pose name {name!r} must be 1-32 lowercase letters, digits, '-' or '_'"
+                )
+            try:
+                poses[name] = angles_of(angles)
+            except ValueError as exc:
+                raise ConfigError(f"pose {name!r}: {exc}") from None
+        self._poses = poses
+        self._by_angles: dict[Angles, str] = {}
+        for name, angles in poses.items():
+            self._by_angles.setdefault(angles, name)
+
+    def __getitem__(self, name: str) -> Angles:
+        return self._poses[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._poses)
+
+    def __len__(self) -> int:
+        return len(self._poses)
+
+    def name_of(self, angles: Angles) -> str | None:
+        """The first pose whose angles are exactly these, if any."""
+        return self._by_angles.get(angles)
+
+    @classmethod
+    def from_file(cls, path: Path) -> PoseBook:
+        """Read user poses from a TOML file with a ``[poses]`` table.
+
+        Each pose is either a list of five angles or a table of finger names (missing fingers
+        default to 180, open)::
+
+            [poses]
+            wave = [180, 90, 90, 90, 180]
+            thumbs-up = { thumb = 180, index = 0, middle = 0, ring = 0, pinky = 0 }
+        """
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read poses file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"poses file {path} is not valid TOML: {exc}") from None
+        table = data.get("poses", {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"poses file {path}: [poses] must be a table")
+        extra: dict[str, Angles] = {}
+        for name, value in table.items():
+            if isinstance(value, list):
+                angles = value
+            elif isinstance(value, dict):
+                unknown = set(value) - set(FINGERS)
+                if unknown:
+                    raise ConfigError(f"pose {name!r}: unknown finger(s) {sorted(unknown)}")
+                angles = [value.get(finger, MAX_ANGLE) for finger in FINGERS]
+            else:
+                raise ConfigError(f"pose {name!r}: give a list of five angles or a finger table")
+            try:
+                extra[name] = angles_of(angles)
+            except ValueError as exc:
+                raise ConfigError(f"pose {name!r}: {exc}") from None
+        return cls(extra)

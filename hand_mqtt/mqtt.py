@@ -1,0 +1,400 @@
+"""The only module that imports paho-mqtt: connecting, wills, reconnecting, TCP_NODELAY.
+
+Every service holds one :class:`MqttClient`. Handlers run on the client's network thread, so a
+handler that publishes does so without a thread hop. Subscriptions are remembered and made again
+on every (re)connect, and ``on_connect`` hooks run after that, so a service re-publishes its
+retained topics whenever the broker comes back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import ssl
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+from .errors import ConfigError, MqttError
+
+__all__ = ["DEFAULT_BROKER", "BrokerUrl", "Message", "MqttClient", "Will"]
+
+logger = logging.getLogger("hand_mqtt")
+
+DEFAULT_BROKER: Final = "mqtt://127.0.0.1:1883"
+_DEFAULT_PORTS: Final = {
+    "mqtt": 1883,
+    "tcp": 1883,
+    "mqtts": 8883,
+    "ssl": 8883,
+    "ws": 80,
+    "wss": 443,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerUrl:
+    """Where the broker is and how to log in: ``mqtt[s]://[user[:password]@]host[:port]``.
+
+    ``ws://`` and ``wss://`` reach a websockets listener (path from the URL, default ``/``).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+    websockets: bool = False
+    path: str = "/"
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    insecure: bool = False
+
+    @classmethod
+    def parse(
+        cls,
+        url: str,
+        *,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        insecure: bool = False,
+    ) -> BrokerUrl:
+        """Read a broker URL; a bare ``host[:port]`` means ``mqtt://``."""
+        if "://" not in url:
+            url = "mqtt://" + url
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigError(f"broker URL {url!r} is not valid: {exc}") from None
+        scheme = parts.scheme.lower()
+        if scheme not in _DEFAULT_PORTS:
+            raise ConfigError(
+                f"broker URL scheme {scheme!r} is not supported; use mqtt, mqtts, ws or wss"
+            )
+        if not parts.hostname:
+            raise ConfigError(f"broker URL {url!r} names no host")
+        return cls(
+            host=parts.hostname,
+            port=port or _DEFAULT_PORTS[scheme],
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=scheme in ("mqtts", "ssl", "wss") or ca_file is not None,
+            websockets=scheme in ("ws", "wss"),
+            path=parts.path or "/",
+            ca_file=ca_file,
+            cert_file=cert_file,
+            key_file=key_file,
+            insecure=insecure,
+        )
+
+    def __str__(self) -> str:
+        scheme = (
+            ("wss" if self.tls else "ws") if self.websockets else ("mqtts" if self.tls else "mqtt")
+        )
+        user = f"{self.username}@" if self.username else ""
+        return f"{scheme}://{user}{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message as a handler receives it."""
+
+    topic: str
+    payload: bytes
+    retain: bool = False
+    qos: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    """What the broker publishes for us if we vanish without saying goodbye."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+Handler = Callable[[Message], None]
+Hook = Callable[[], None]
+
+_CONNACK_SENTENCES: Final = {
+    1: "the broker does not speak MQTT 3.1.1",
+    2: "the broker refused the client id",
+    3: "the broker is unavailable",
+    4: "the broker refused the username or password",
+    5: "the broker says we are not authorised",
+}
+
+
+class MqttClient:
+    """A connection to the broker that survives its outages.
+
+    Create it, :meth:`subscribe` and add hooks, then :meth:`start`. Messages are handed to the
+    handlers in arrival order on one thread. An exception in a handler is logged and the
+    connection carries on.
+    """
+
+    def __init__(
+        self,
+        url: BrokerUrl,
+        *,
+        client_id: str | None = None,
+        will: Will | None = None,
+        keepalive: int = 30,
+        name: str = "client",
+    ) -> None:
+        self.url = url
+        self.name = name
+        self.client_id = client_id or f"hand-mqtt-{name}-{uuid.uuid4().hex[:10]}"
+        transport: Literal["tcp", "websockets"] = "websockets" if url.websockets else "tcp"
+        self._paho = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=paho.MQTTv311,
+            transport=transport,
+            reconnect_on_failure=True,
+        )
+        if url.websockets:
+            self._paho.ws_set_options(path=url.path)
+        if url.username is not None:
+            self._paho.username_pw_set(url.username, url.password)
+        if url.tls:
+            context = ssl.create_default_context(cafile=url.ca_file)
+            if url.cert_file:
+                context.load_cert_chain(url.cert_file, url.key_file)
+            if url.insecure:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            self._paho.tls_set_context(context)
+        if will is not None:
+            self._paho.will_set(will.topic, will.payload, will.qos, will.retain)
+        self._paho.reconnect_delay_set(min_delay=1, max_delay=10)
+        self._keepalive = keepalive
+        self._subscriptions: dict[str, int] = {}
+        self._pending_subscribes: dict[int, threading.Event] = {}
+        self._connect_hooks: list[Hook] = []
+        self._disconnect_hooks: list[Hook] = []
+        self._connected = threading.Event()
+        self._failure: str | None = None
+        self._lock = threading.Lock()
+        self._started = False
+        self._network_thread: int | None = None
+        self._paho.on_connect = self._on_connect
+        self._paho.on_disconnect = self._on_disconnect
+        self._paho.on_subscribe = self._on_subscribe
+        self._paho.on_message = self._on_unrouted
+
+    # -- configuration -------------------------------------------------------------------
+
+    def subscribe(
+        self, topic_filter: str, handler: Handler, qos: int = 1, *, wait: float | None = None
+    ) -> None:
+        """Route messages matching ``topic_filter`` to ``handler``, now and after reconnects.
+
+        With ``wait``, block until the broker acknowledged the subscription (when connected).
+        """
+
+        def route(_client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
+            self._dispatch(handler, message)
+
+        self._paho.message_callback_add(topic_filter, route)
+        with self._lock:
+            self._subscriptions[topic_filter] = qos
+        if self._connected.is_set():
+            self._subscribe_now([(topic_filter, qos)], wait)
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        """Stop receiving ``topic_filter``."""
+        with self._lock:
+            self._subscriptions.pop(topic_filter, None)
+        self._paho.message_callback_remove(topic_filter)
+        if self._connected.is_set():
+            self._paho.unsubscribe(topic_filter)
+
+    def set_will(self, will: Will) -> None:
+        """Set the message the broker publishes if we vanish; call before :meth:`start`."""
+        self._paho.will_set(will.topic, will.payload, will.qos, will.retain)
+
+    def on_connect(self, hook: Hook) -> None:
+        """Run ``hook`` on the network thread after every (re)connect and resubscribe."""
+        self._connect_hooks.append(hook)
+
+    def on_disconnect(self, hook: Hook) -> None:
+        """Run ``hook`` on the network thread when the connection is lost."""
+        self._disconnect_hooks.append(hook)
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start connecting in the background; reconnects forever until :meth:`stop`."""
+        if self._started:
+            return
+        self._started = True
+        try:
+            self._paho.connect_async(self.url.host, self.url.port, keepalive=self._keepalive)
+        except (OSError, ValueError) as exc:
+            raise MqttError(f"cannot connect to {self.url}: {exc}") from None
+        self._paho.loop_start()
+
+    def wait_connected(self, timeout: float) -> None:
+        """Block until connected; raise :class:`MqttError` saying why not after ``timeout``."""
+        if self._connected.wait(timeout):
+            return
+        reason = self._failure or "no answer"
+        raise MqttError(f"could not connect to the broker at {self.url}: {reason}")
+
+    def connect(self, timeout: float = 5.0) -> None:
+        """:meth:`start` and :meth:`wait_connected` in one call."""
+        self.start()
+        try:
+            self.wait_connected(timeout)
+        except MqttError:
+            self.stop()
+            raise
+
+    def stop(self, *, timeout: float = 2.0) -> None:
+        """Disconnect cleanly (no will is sent) and stop the network thread."""
+        if not self._started:
+            return
+        self._started = False
+        if self._connected.is_set():
+            done = threading.Event()
+            self._disconnect_hooks.append(done.set)
+            self._paho.disconnect()
+            done.wait(timeout)
+        self._paho.loop_stop()
+        self._connected.clear()
+
+    def abort(self) -> None:
+        """Drop the connection without a DISCONNECT, so the broker publishes our will."""
+        sock = self._paho.socket()
+        self._started = False
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self._paho.loop_stop()
+        self._connected.clear()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    # -- publishing ----------------------------------------------------------------------
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        wait: float | None = None,
+    ) -> None:
+        """Publish; queued while disconnected (QoS 1) and sent on reconnect.
+
+        With ``wait``, block until the broker acknowledged it (QoS 1) or it was written.
+        """
+        info = self._paho.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            raise MqttError(f"cannot publish to {topic!r}: {paho.error_string(info.rc)}")
+        if wait is not None:
+            try:
+                info.wait_for_publish(wait)
+            except (RuntimeError, ValueError) as exc:
+                raise MqttError(f"publishing to {topic!r} failed: {exc}") from None
+            if not info.is_published():
+                raise MqttError(f"the broker did not acknowledge a publish to {topic!r}")
+
+    # -- paho callbacks ------------------------------------------------------------------
+
+    def _subscribe_now(self, subscriptions: list[tuple[str, int]], wait: float | None) -> None:
+        if not subscriptions:
+            return
+        result, mid = self._paho.subscribe(subscriptions)
+        if result != MQTTErrorCode.MQTT_ERR_SUCCESS or wait is None or mid is None:
+            return
+        event = self._pending_subscribes.setdefault(mid, threading.Event())
+        if threading.get_ident() != self._network_thread and not event.wait(wait):
+            raise MqttError("the broker did not acknowledge a subscription")
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        _userdata: Any,
+        _flags: Any,
+        reason_code: Any,
+        _properties: Any,
+    ) -> None:
+        if reason_code.is_failure:
+            value = getattr(reason_code, "value", 0)
+            self._failure = _CONNACK_SENTENCES.get(value, str(reason_code))
+            logger.warning("%s: broker %s refused: %s", self.name, self.url, self._failure)
+            return
+        self._network_thread = threading.get_ident()
+        sock = client.socket()
+        if isinstance(sock, socket.socket):
+            # Without this each hop waits for the peer's delayed ACK: about 40 ms.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._lock:
+            subscriptions = list(self._subscriptions.items())
+        self._subscribe_now(subscriptions, None)
+        self._failure = None
+        self._connected.set()
+        logger.info("%s: connected to %s", self.name, self.url)
+        for hook in list(self._connect_hooks):
+            self._run_hook(hook)
+
+    def _on_disconnect(
+        self,
+        _client: paho.Client,
+        _userdata: Any,
+        _flags: Any,
+        reason_code: Any,
+        _properties: Any,
+    ) -> None:
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        if was_connected and self._started:
+            logger.warning("%s: lost the broker (%s); reconnecting", self.name, reason_code)
+        for hook in list(self._disconnect_hooks):
+            self._run_hook(hook)
+
+    def _on_subscribe(
+        self, _client: paho.Client, _userdata: Any, mid: int, _codes: Any, _properties: Any
+    ) -> None:
+        self._pending_subscribes.setdefault(mid, threading.Event()).set()
+        # Forget old acknowledgements so the table stays small.
+        if len(self._pending_subscribes) > 64:
+            for old in sorted(self._pending_subscribes)[:32]:
+                self._pending_subscribes.pop(old, None)
+
+    def _on_unrouted(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
+        logger.debug("%s: no handler for %s", self.name, message.topic)
+
+    def _dispatch(self, handler: Handler, message: paho.MQTTMessage) -> None:
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            logger.warning("%s: dropped a message whose topic is not UTF-8", self.name)
+            return
+        try:
+            handler(Message(topic, bytes(message.payload), bool(message.retain), message.qos))
+        except Exception:
+            logger.exception("%s: handler for %s failed; carrying on", self.name, topic)
+
+    def _run_hook(self, hook: Hook) -> None:
+        try:
+            hook()
+        except Exception:
+            logger.exception("%s: connection hook failed; carrying on", self.name)

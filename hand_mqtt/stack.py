@@ -1,0 +1,122 @@
+"""The whole system in one process: broker, arbiter, device service and a hand.
+
+``hand-mqtt up`` runs this; tests and benchmarks use it too. Each part can be swapped: an
+external broker instead of the embedded one, a real serial port (or the firmware in the emulator)
+instead of the simulated hand.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .arbiter import Arbiter
+from .broker import EmbeddedBroker
+from .device import DeviceService, DeviceSettings
+from .model import PoseBook
+from .mqtt import BrokerUrl, MqttClient
+from .simulator import PtyHand
+from .topics import Topics
+
+__all__ = ["Stack", "StackSettings"]
+
+logger = logging.getLogger("hand_mqtt")
+
+
+class _Hand(Protocol):
+    @property
+    def path(self) -> str: ...
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StackSettings:
+    broker: str | None = None
+    """An external broker URL; None runs the embedded broker."""
+    host: str = "127.0.0.1"
+    port: int = 1883
+    serial: str | None = None
+    """A real serial port or URL; None runs a hand (simulated or emulated)."""
+    emulate: bool = False
+    """Run the bundled firmware in the emulator instead of the Python simulator."""
+    base: str = "hand"
+    hand: str = "hand1"
+    poses: PoseBook = field(default_factory=PoseBook)
+    takeover: bool = False
+    device: DeviceSettings = field(default_factory=DeviceSettings)
+
+
+class Stack:
+    """Starts the parts in order and stops them in reverse."""
+
+    def __init__(self, settings: StackSettings | None = None) -> None:
+        self.settings = settings or StackSettings()
+        self.broker: EmbeddedBroker | None = None
+        self.hand: _Hand | None = None
+        self.arbiter: Arbiter | None = None
+        self.device: DeviceService | None = None
+        self._stack = ExitStack()
+        self.url = ""
+        self.serial_url = ""
+
+    def start(self) -> None:
+        s = self.settings
+        try:
+            if s.broker is None:
+                self.broker = EmbeddedBroker(s.host, s.port)
+                self.broker.start()
+                self._stack.callback(self.broker.stop)
+                self.url = self.broker.url
+            else:
+                self.url = s.broker
+            url = BrokerUrl.parse(self.url)
+            topics = Topics(s.base)
+            if s.serial is not None:
+                self.serial_url = s.serial
+            else:
+                self.hand = self._start_hand()
+                self._stack.callback(self.hand.stop)
+                self.serial_url = self.hand.path
+            self.arbiter = Arbiter(
+                MqttClient(url, name="arbiter"), topics=topics, hands=[s.hand], poses=s.poses
+            )
+            self.arbiter.start()
+            self._stack.callback(self.arbiter.stop)
+            self.arbiter.client.wait_connected(10.0)
+            self.arbiter.wait_ready(10.0)
+            self.device = DeviceService(
+                MqttClient(url, name="device"),
+                self.serial_url,
+                topics=topics,
+                hand=s.hand,
+                settings=s.device,
+                takeover=s.takeover,
+            )
+            self.device.start()
+            self._stack.callback(self.device.stop)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_hand(self) -> _Hand:
+        if self.settings.emulate:
+            from .emulator import EmulatedHand
+
+            emulated = EmulatedHand(realtime=True)
+            emulated.start()
+            return emulated
+        simulated = PtyHand()
+        simulated.start()
+        return simulated
+
+    def stop(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

@@ -1,0 +1,140 @@
+"""The topic layout for one base topic and its hands (see docs/topics.md)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from .errors import ConfigError
+from .model import FINGERS
+
+__all__ = ["BRIDGE", "CommandTopic", "HandTopics", "Topics", "validate_hand_name"]
+
+BRIDGE: Final = "bridge"
+_SEGMENT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_FINGER_SET = frozenset(FINGERS)
+
+
+def validate_hand_name(hand: str) -> str:
+    """Return ``hand`` if it can name a hand, else raise :class:`ConfigError`."""
+    if not _SEGMENT.match(hand) or hand == BRIDGE:
+        raise ConfigError(
+            f"hand name {hand!r} must be 1-64 letters, digits, '-' or '_' and not {BRIDGE!r}"
+        )
+    return hand
+
+
+@dataclass(frozen=True, slots=True)
+class CommandTopic:
+    """What a command topic addresses: a hand, and a finger or the pose or the whole hand."""
+
+    hand: str
+    target: Literal["hand", "pose", "finger"]
+    finger: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HandTopics:
+    """Every topic of one hand."""
+
+    base: str
+    hand: str
+
+    @property
+    def root(self) -> str:
+        return f"{self.base}/{self.hand}"
+
+    @property
+    def set(self) -> str:
+        return f"{self.root}/set"
+
+    @property
+    def pose_set(self) -> str:
+        return f"{self.root}/pose/set"
+
+    def finger_set(self, finger: str) -> str:
+        return f"{self.root}/{finger}/set"
+
+    def finger(self, finger: str) -> str:
+        return f"{self.root}/{finger}"
+
+    @property
+    def state(self) -> str:
+        return f"{self.root}/state"
+
+    @property
+    def error(self) -> str:
+        return f"{self.root}/error"
+
+    @property
+    def reported(self) -> str:
+        return f"{self.root}/reported"
+
+    @property
+    def availability(self) -> str:
+        return f"{self.root}/availability"
+
+    @property
+    def command_filters(self) -> tuple[str, str]:
+        """Subscription filters covering every command topic of this hand."""
+        return (self.set, f"{self.root}/+/set")
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """The topic layout under one base topic."""
+
+    base: str = "hand"
+
+    def __post_init__(self) -> None:
+        segments = self.base.split("/")
+        if not all(_SEGMENT.match(segment) for segment in segments):
+            raise ConfigError(
+                f"base topic {self.base!r} must be '/'-separated letters, digits, '-' or '_'"
+            )
+
+    def hand(self, hand: str) -> HandTopics:
+        return HandTopics(self.base, validate_hand_name(hand))
+
+    @property
+    def bridge_state(self) -> str:
+        return f"{self.base}/{BRIDGE}/state"
+
+    @property
+    def bridge_poses(self) -> str:
+        return f"{self.base}/{BRIDGE}/poses"
+
+    @property
+    def all_command_filters(self) -> tuple[str, str]:
+        """Subscription filters covering the command topics of every hand."""
+        return (f"{self.base}/+/set", f"{self.base}/+/+/set")
+
+    def parse_command(self, topic: str) -> CommandTopic | None:
+        """Tell which hand and part a command topic addresses; None if it is not one."""
+        prefix = self.base + "/"
+        if not topic.startswith(prefix) or not topic.endswith("/set"):
+            return None
+        parts = topic[len(prefix) : -len("/set")].split("/")
+        hand = parts[0]
+        if not _SEGMENT.match(hand) or hand == BRIDGE:
+            return None
+        if len(parts) == 1:
+            return CommandTopic(hand, "hand")
+        if len(parts) == 2:
+            if parts[1] == "pose":
+                return CommandTopic(hand, "pose")
+            if parts[1] in _FINGER_SET:
+                return CommandTopic(hand, "finger", parts[1])
+        return None
+
+    def hand_of(self, topic: str, suffix: str) -> str | None:
+        """The hand named by ``<base>/<hand>/<suffix>``, or None."""
+        prefix = self.base + "/"
+        tail = "/" + suffix
+        if not topic.startswith(prefix) or not topic.endswith(tail):
+            return None
+        hand = topic[len(prefix) : -len(tail)]
+        if not _SEGMENT.match(hand) or hand == BRIDGE:
+            return None
+        return hand

@@ -1,0 +1,59 @@
+"""Shared fixtures: real brokers on free loopback ports, one base topic per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from hand_mqtt import BrokerUrl, Topics
+
+from .support.brokers import AmqttBroker, MosquittoProcess, RunningBroker, mosquitto_binary
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip when something optional is missing locally; in CI a missing part is a failure."""
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"{reason} (CI must have it)")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def mosquitto_broker() -> Iterator[MosquittoProcess]:
+    need(mosquitto_binary() is not None, "mosquitto is not installed")
+    broker = MosquittoProcess()
+    broker.start()
+    yield broker
+    broker.cleanup()
+
+
+@pytest.fixture(scope="session")
+def amqtt_broker() -> Iterator[AmqttBroker]:
+    broker = AmqttBroker()
+    broker.start()
+    yield broker
+    broker.cleanup()
+
+
+@pytest.fixture(params=["amqtt", "mosquitto"])
+def broker(request: pytest.FixtureRequest) -> RunningBroker:
+    """Each test using this runs once against amqtt and once against Mosquitto."""
+    name = "amqtt_broker" if request.param == "amqtt" else "mosquitto_broker"
+    found: RunningBroker = request.getfixturevalue(name)
+    return found
+
+
+@pytest.fixture
+def broker_url(broker: RunningBroker) -> BrokerUrl:
+    return BrokerUrl.parse(broker.url)
+
+
+@pytest.fixture
+def topics() -> Topics:
+    """A base topic of its own, so tests sharing a broker never see each other's retained data."""
+    return Topics(f"t{uuid.uuid4().hex[:12]}")
