@@ -72,7 +72,7 @@ def _loads(text: str) -> Any:
 def _angle(value: Any, what: str) -> int:
     number = _whole_number(value, what, "an angle")
     if not MIN_ANGLE <= number <= MAX_ANGLE:
-        raise CommandError(f"{what}: {number} is out of range; an angle is from 0 to 180")
+        raise CommandError(f"{what}: {number} is out of range (an angle is 0 to 180)")
     return number
 
 

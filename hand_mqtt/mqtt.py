@@ -284,6 +284,8 @@ class MqttClient:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
         self._paho.loop_stop()
+        if isinstance(sock, socket.socket):
+            sock.close()
         self._connected.clear()
 
     @property

@@ -43,6 +43,7 @@ FIRMWARE_VERSION: Final = (1, 0, 0)
 STALE_FRAME_S: Final = 0.050
 """An incomplete frame is discarded after this much silence."""
 _EPSILON_S: Final = 1e-6  # clock jitter tolerance: 0.1 s measured as 0.0999999 still counts
+_ALL_FINGERS: Final = (1 << p.FINGER_COUNT) - 1
 _POWER_ON_TARGETS: Final = (90, 90, 90, 90, 90)
 
 FrameListener = Callable[[p.Frame], None]
@@ -91,7 +92,7 @@ class SimulatedFirmware:
         self._config = p.DeviceConfig()
         self._failsafe_active = False
         self._failsafe_armed = False
-        self._driving = False
+        self._driven = 0
         self._last_valid = now
         self._last_motion = now
         self._last_rx = now
@@ -123,9 +124,15 @@ class SimulatedFirmware:
 
     @property
     def driving(self) -> bool:
-        """Whether the servos are driven (False until the first SET or a safe-pose failsafe)."""
+        """Whether any servo is driven (False until the first SET or a safe-pose failsafe)."""
         with self._lock:
-            return self._driving
+            return self._driven != 0
+
+    @property
+    def driven(self) -> int:
+        """Mask of the driven servos (bit 0 index … bit 4 thumb): a SET_SOME drives its own."""
+        with self._lock:
+            return self._driven
 
     @property
     def moving(self) -> bool:
@@ -207,7 +214,7 @@ class SimulatedFirmware:
         self._failsafe_active = True
         self.failsafe_count += 1
         if self._config.failsafe_action == p.FailsafeAction.SAFE_POSE:
-            self._set_targets(self._config.safe_pose)
+            self._set_targets(self._config.safe_pose, _ALL_FINGERS)
         _log.debug("simulated firmware: failsafe fired, targets %s", self._targets)
         return p.failsafe_frame(self._targets, self._status()).encode()
 
@@ -233,9 +240,9 @@ class SimulatedFirmware:
             flags |= p.STATUS_MOVING
         return flags
 
-    def _set_targets(self, targets: tuple[int, int, int, int, int]) -> None:
+    def _set_targets(self, targets: tuple[int, int, int, int, int], mask: int) -> None:
         self._targets = targets
-        self._driving = True
+        self._driven |= mask
         if self._config.speed_dps == 0:
             self._positions = [float(a) for a in targets]
 
@@ -262,10 +269,10 @@ class SimulatedFirmware:
                 return p.hello_frame(seq, self._version, self._status()).encode()
             case p.SetAll(seq=seq, angles=angles):
                 self._failsafe_active = False
-                self._set_targets(angles)
-            case p.SetSome():
+                self._set_targets(angles, _ALL_FINGERS)
+            case p.SetSome(mask=mask):
                 self._failsafe_active = False
-                self._set_targets(request.apply(self._targets))
+                self._set_targets(request.apply(self._targets), mask)
             case p.Configure(config=config):
                 self._config = config
             case p.Heartbeat():
@@ -277,6 +284,7 @@ class SimulatedFirmware:
 # Transports
 
 
+DEFAULT_BAUDRATE: Final = 115200
 _OUT_LIMIT: Final = 64 * 1024  # like a UART nobody reads: old bytes are lost beyond this
 _SELECT_S: Final = 0.005
 
@@ -292,6 +300,8 @@ class _Transport:
         self._firmware = firmware if firmware is not None else SimulatedFirmware()
         self.on_frame = on_frame
         """Called (in the background thread) for every good frame the firmware receives."""
+        self.baudrate: int | None = DEFAULT_BAUDRATE
+        """Line speed the transport imitates (None: as fast as the host can go)."""
         self._stats_lock = threading.Lock()
         self._bytes_received = 0
         self._frames_received = 0
@@ -457,7 +467,12 @@ class _Transport:
                 if data:
                     with self._stats_lock:
                         self._bytes_received += len(data)
-                    self._queue(self._firmware.feed(data))
+                    reply = self._firmware.feed(data)
+                    if self.baudrate:
+                        # A UART is busy for 10 bit times per byte each way (8N1): model it,
+                        # so a burst from the host meets the pace of a real serial line.
+                        time.sleep((len(data) + len(reply)) * 10 / self.baudrate)
+                    self._queue(reply)
         self._queue(self._firmware.poll())
         if self._out and writable:
             sent = self._write(bytes(self._out))

@@ -91,6 +91,11 @@ def test_set_some_changes_only_its_fingers(fw: SimulatedFirmware) -> None:
 def test_set_some_first_drives(fw: SimulatedFirmware) -> None:
     assert send(fw, p.set_some(7, {0: 0})) == p.Ack(7, (0, 90, 90, 90, 90), 0)
     assert fw.driving
+    assert fw.driven == 0b00001
+    send(fw, p.set_some(8, {4: 0, 2: 0}))
+    assert fw.driven == 0b10101
+    send(fw, p.set_all(9, [0] * 5))
+    assert fw.driven == 0b11111
 
 
 def test_heartbeat_acks_current_targets(fw: SimulatedFirmware) -> None:
@@ -202,6 +207,24 @@ def test_failsafe_hold(fw: SimulatedFirmware, clock: FakeClock) -> None:
     assert send(fw, p.set_some(4, {0: 0})) == p.Ack(4, (0, 20, 30, 40, 50), 0)
     assert not fw.failsafe_active
     assert fw.failsafe_count == 1
+
+
+def test_failsafe_safe_pose_before_any_set_drives_all(
+    fw: SimulatedFirmware, clock: FakeClock
+) -> None:
+    send(fw, p.configure(1, p.DeviceConfig(100, p.FailsafeAction.SAFE_POSE)))
+    clock.advance(0.1)
+    assert one_reply(fw.poll()) == p.Failsafe((180,) * 5, p.STATUS_FAILSAFE)
+    assert fw.driven == 0b11111
+
+
+def test_failsafe_hold_before_any_set_drives_nothing(
+    fw: SimulatedFirmware, clock: FakeClock
+) -> None:
+    send(fw, p.configure(1, p.DeviceConfig(100)))
+    clock.advance(0.1)
+    assert one_reply(fw.poll()) == p.Failsafe((90,) * 5, p.STATUS_FAILSAFE)
+    assert not fw.driving
 
 
 def test_failsafe_safe_pose(fw: SimulatedFirmware, clock: FakeClock) -> None:

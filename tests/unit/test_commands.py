@@ -1,0 +1,185 @@
+"""Every accepted command form, and a broad set of rejected ones with their sentences."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hand_mqtt import Command, CommandError, FingerChange, PoseBook, parse_command
+from hand_mqtt.topics import CommandTopic
+
+POSES = PoseBook({"wave": (180, 90, 90, 90, 180)})
+HAND = CommandTopic("hand1", "hand")
+POSE = CommandTopic("hand1", "pose")
+OPEN = (180, 180, 180, 180, 180)
+
+
+def finger(name: str) -> CommandTopic:
+    return CommandTopic("hand1", "finger", name)
+
+
+def apply(topic: CommandTopic, payload: str | bytes, start=OPEN):
+    data = payload.encode() if isinstance(payload, str) else payload
+    return parse_command(topic, data, POSES).apply(start, POSES)
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ("90", (90, 180, 180, 180, 180)),
+        (" 0\n", (0, 180, 180, 180, 180)),
+        ("-15", (165, 180, 180, 180, 180)),
+        ("+15", (180, 180, 180, 180, 180)),  # clamped at 180
+        ('{"angle": 45}', (45, 180, 180, 180, 180)),
+        ('{"delta": -30}', (150, 180, 180, 180, 180)),
+        ('{"angle": 90.0}', (90, 180, 180, 180, 180)),
+        ('{"angle": 10, "transaction": "t1"}', (10, 180, 180, 180, 180)),
+    ],
+)
+def test_finger_topic_forms(payload: str, expected: tuple[int, ...]) -> None:
+    assert apply(finger("index"), payload) == expected
+
+
+def test_nudge_clamps_at_zero() -> None:
+    assert apply(finger("thumb"), "-15", start=(0, 0, 0, 0, 10)) == (0, 0, 0, 0, 0)
+    assert apply(finger("thumb"), "-15", start=(0, 0, 0, 0, 0)) == (0, 0, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ('{"index": 90, "thumb": 0}', (90, 180, 180, 180, 0)),
+        ('{"pose": "peace"}', (180, 180, 0, 0, 0)),
+        ('{"pose": "wave"}', (180, 90, 90, 90, 180)),
+        ('{"pose": "fist", "thumb": 180}', (0, 0, 0, 0, 180)),
+        ('{"angles": [180, null, 0, 0, 0]}', (180, 180, 0, 0, 0)),
+        ('{"angles": [null, null, null, null, null]}', OPEN),
+        ('{"ring": {"delta": -15}, "pinky": {"angle": 5}}', (180, 180, 165, 5, 180)),
+        ('{"middle": "-15"}', (180, 165, 180, 180, 180)),
+    ],
+)
+def test_hand_topic_forms(payload: str, expected: tuple[int, ...]) -> None:
+    assert apply(HAND, payload) == expected
+
+
+@pytest.mark.parametrize("payload", ["peace", " peace\n", '"peace"', '{"pose": "peace"}'])
+def test_pose_topic_forms(payload: str) -> None:
+    assert apply(POSE, payload) == (180, 180, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "name", ["open", "fist", "peace", "rockstar", "okay", "point", "phone"]
+)
+def test_builtin_poses(name: str) -> None:
+    assert apply(POSE, name, start=(1, 2, 3, 4, 5)) == POSES[name]
+
+
+def test_transaction_is_kept() -> None:
+    command = parse_command(HAND, b'{"index": 1, "transaction": 42}', POSES)
+    assert command == Command(changes=(FingerChange(0, "angle", 1),), transaction=42)
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "sentence"),
+    [
+        (finger("index"), "181", "out of range"),
+        (finger("index"), "-181", "out of range"),
+        (finger("index"), "abc", "expected an angle"),
+        (finger("index"), "9 0", "expected an angle"),
+        (finger("index"), "1e3", "expected an angle"),
+        (finger("index"), "٣", "expected an angle"),
+        (finger("index"), "", "empty"),
+        (finger("index"), "   ", "empty"),
+        (finger("index"), '{"angle": 90.5}', "whole number"),
+        (finger("index"), '{"angle": true}', "whole number"),
+        (finger("index"), '{"angle": "90"}', "whole number"),
+        (finger("index"), '{"angle": NaN}', "not valid JSON"),
+        (finger("index"), '{"angle": Infinity}', "not valid JSON"),
+        (finger("index"), '{"angle": 1, "delta": 2}', "give"),
+        (finger("index"), '{"transaction": "x"}', "give"),
+        (finger("index"), "{", "not valid JSON"),
+        (HAND, "[1, 2]", "expected a JSON object"),
+        (HAND, "90", "expected a JSON object"),
+        (HAND, "{}", "names no finger"),
+        (HAND, '{"elbow": 3}', "unknown field"),
+        (HAND, '{"index": 400, "thumb": -1}', "index: 400 is out of range (an angle is 0 to 180); thumb: -1"),
+        (HAND, '{"pose": "dab"}', "unknown pose 'dab'"),
+        (HAND, '{"pose": 3}', "pose must be a name"),
+        (HAND, '{"angles": [1, 2, 3]}', "five values"),
+        (HAND, '{"angles": "180"}', "five values"),
+        (HAND, '{"angles": [1, 2, 3, 4, 999]}', "thumb: 999 is out of range"),
+        (HAND, '{"angles": [1, 2, 3, 4, 5], "index": 3}', "either angles"),
+        (HAND, '{"index": 1, "transaction": [1]}', "transaction must be"),
+        (HAND, '{"index": 1, "transaction": ""}', "transaction must be"),
+        (HAND, "[" * 5000, "4096"),
+        (HAND, "[" * 3000 + "]" * 3000, "4096"),
+        (HAND, "[" * 2000 + "]" * 2000, "nested too deeply"),
+        (POSE, "dab", "unknown pose"),
+        (POSE, "[1]", "unknown pose"),
+        (POSE, "[1]" + "x" * 100, "unknown pose '[1]xxx"),
+        (POSE, '{"pose": "peace", "x": 1}', "expected a pose name"),
+    ],
+)
+def test_rejections_say_why(topic: CommandTopic, payload: str, sentence: str) -> None:
+    with pytest.raises(CommandError, match=None) as info:
+        parse_command(topic, payload.encode(), POSES)
+    assert sentence in str(info.value)
+
+
+def test_binary_payload_is_rejected() -> None:
+    with pytest.raises(CommandError, match="not UTF-8"):
+        parse_command(HAND, b"\xff\xfe\x00", POSES)
+
+
+def test_rejection_echoes_transaction() -> None:
+    with pytest.raises(CommandError) as info:
+        parse_command(HAND, b'{"index": 999, "transaction": "abc"}', POSES)
+    assert info.value.transaction == "abc"
+
+
+def test_negative_zero_is_zero() -> None:
+    assert apply(HAND, '{"index": -0}') == (0, 180, 180, 180, 180)
+    assert apply(HAND, '{"index": -0.0}') == (0, 180, 180, 180, 180)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+
+
+RELAXED = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@RELAXED
+@given(st.binary(max_size=300))
+def test_any_bytes_give_a_command_or_a_clear_error(payload: bytes) -> None:
+    for topic in (HAND, POSE, finger("ring")):
+        try:
+            command = parse_command(topic, payload, POSES)
+        except CommandError as exc:
+            assert str(exc)
+        else:
+            assert all(0 <= a <= 180 for a in command.apply(OPEN, POSES))
+
+
+@RELAXED
+@given(
+    st.dictionaries(
+        st.sampled_from(["index", "middle", "ring", "pinky", "thumb", "pose", "angles",
+                         "transaction", "other"]),
+        json_values,
+    )
+)
+def test_any_json_object_gives_a_command_or_a_clear_error(data: dict[str, object]) -> None:
+    payload = json.dumps(data).encode()
+    try:
+        command = parse_command(HAND, payload, POSES)
+    except CommandError as exc:
+        assert str(exc)
+    else:
+        assert all(0 <= a <= 180 for a in command.apply((0, 90, 180, 45, 135), POSES))
