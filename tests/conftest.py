@@ -9,8 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from hand_mqtt import BrokerUrl, Topics
-
-from .support.brokers import (
+from tests.support.brokers import (
     AmqttBroker,
     MosquittoProcess,
     RunningBroker,
@@ -46,12 +45,14 @@ def pytest_configure(config: pytest.Config) -> None:
     # broker's leak, not ours, so only sockets on the embedded broker's own port are forgiven.
     # asyncio streams are used by nothing but the embedded broker in this process.
     config.addinivalue_line("filterwarnings", "ignore:unclosed <StreamWriter:ResourceWarning")
+    config.addinivalue_line("filterwarnings", "ignore:loop is closed:ResourceWarning")
     config.addinivalue_line(
         "filterwarnings", "ignore:unclosed transport <_SelectorSocketTransport:ResourceWarning"
     )
     config.addinivalue_line(
         "filterwarnings",
-        rf"ignore:unclosed <socket\.socket .*laddr=\('127\.0\.0\.1', {AMQTT_PORT}\):ResourceWarning",
+        rf"ignore:unclosed <socket\.socket .*laddr=\('127\.0\.0\.1', {AMQTT_PORT}\)"
+        ":ResourceWarning",
     )
 
 

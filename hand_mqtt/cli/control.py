@@ -84,10 +84,12 @@ def set_finger(
     _run(broker, ca_file, base, hand, timeout, verbose, {finger: angle})
 
 
-@app.command()
+@app.command(context_settings={"ignore_unknown_options": True})
 def nudge(
     finger: FingerArgument,
-    delta: Annotated[int, typer.Argument(help="Degrees to add, e.g. 15 or -15 (clamped).")],
+    delta: Annotated[
+        str, typer.Argument(help="Degrees to add, e.g. 15, +15 or -15 (clamped to 0-180).")
+    ],
     broker: BrokerOption = DEFAULT_BROKER,
     ca_file: CaFileOption = None,
     base: BaseOption = DEFAULT_BASE,
@@ -98,7 +100,10 @@ def nudge(
     """Move one finger by a number of degrees, clamped to 0-180."""
     if finger not in FINGERS:
         raise fail(f"unknown finger {finger!r}; fingers are {', '.join(FINGERS)}", 2)
-    _run(broker, ca_file, base, hand, timeout, verbose, {finger: {"delta": delta}})
+    digits = delta[1:] if delta[:1] in ("+", "-") else delta
+    if not (digits.isascii() and digits.isdigit()):
+        raise fail(f"delta {delta!r} is not a whole number of degrees such as 15 or -15", 2)
+    _run(broker, ca_file, base, hand, timeout, verbose, {finger: {"delta": int(delta)}})
 
 
 @app.command()

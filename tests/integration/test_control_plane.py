@@ -23,9 +23,8 @@ from hand_mqtt import (
     Reported,
     Topics,
 )
-
-from ..support.brokers import RunningBroker
-from ..support.system import Recorder, System, wait_until
+from tests.support.brokers import RunningBroker
+from tests.support.system import Recorder, System, wait_until
 
 
 @pytest.fixture
@@ -84,8 +83,9 @@ def test_retained_topics_follow_every_command(system: System) -> None:
         assert state.pose == "rockstar"
         assert state.transaction == "r1"
         assert recorder.on(t.state)[-1].retain
-        for finger, angle in zip(("index", "middle", "ring", "pinky", "thumb"),
-                                 BUILTIN_POSES["rockstar"], strict=True):
+        for finger, angle in zip(
+            ("index", "middle", "ring", "pinky", "thumb"), BUILTIN_POSES["rockstar"], strict=True
+        ):
             assert recorder.on(t.finger(finger))[-1].payload == str(angle).encode()
         reported = Reported.model_validate_json(recorder.on(t.reported)[-1].payload)
         assert reported.angles == BUILTIN_POSES["rockstar"]
@@ -232,8 +232,13 @@ def test_arbiter_restart_restores_state(system: System) -> None:
         assert system.arbiter is not None
         system.arbiter.client.abort()  # dies without goodbye: the broker sends its will
         bridge = Recorder(system.url, system.topics.bridge_state)
-        wait_until(lambda: bridge.on(system.topics.bridge_state)
-                   and bridge.on(system.topics.bridge_state)[-1].payload == b"offline", 10)
+        wait_until(
+            lambda: (
+                bridge.on(system.topics.bridge_state)
+                and bridge.on(system.topics.bridge_state)[-1].payload == b"offline"
+            ),
+            10,
+        )
         restarted = system.start_arbiter()
         assert restarted.state("hand1").angles == (0, 180, 165, 180, 0)
         assert restarted.state("hand1").version == 2
@@ -287,11 +292,9 @@ def test_second_device_service_is_refused_then_takeover(system: System) -> None:
     assert first.link_up
     # Take over on purpose: the first service steps down.
     third = system.new_device(takeover=True, serial=system.sim.path)
-    first.stop_link_only = True  # type: ignore[attr-defined]
-    first._link.close()
     third.start()
     try:
-        wait_until(lambda: first.taken_over.is_set(), 10, "first service stepping down")
+        wait_until(first.taken_over.is_set, 10, "first service stepping down")
         wait_until(lambda: third.link_up, 10, "new service linked")
         client = system.client()
         client.publish(system.hand_topics.finger_set("thumb"), b"5")

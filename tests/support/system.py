@@ -23,7 +23,7 @@ from hand_mqtt import (
 from hand_mqtt.protocol import DeviceConfig
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -81,7 +81,9 @@ class System:
         self.hand_name = hand
         self.hand_topics = topics.hand(hand)
         self.settings = settings or DeviceSettings(
-            ack_timeout=0.2, backoff_initial=0.05, backoff_max=0.5,
+            ack_timeout=0.2,
+            backoff_initial=0.05,
+            backoff_max=0.5,
             firmware=DeviceConfig(failsafe_timeout_ms=0),
         )
         self.sim = PtyHand()
@@ -132,14 +134,20 @@ class System:
 
     def wait_hand(self, angles: tuple[int, ...], timeout: float = 10.0) -> None:
         """Wait until the simulated firmware's targets are ``angles``."""
-        wait_until(lambda: self.sim.firmware.targets == angles, timeout,
-                   f"hand at {angles} (now {self.sim.firmware.targets})")
+        wait_until(
+            lambda: self.sim.firmware.targets == angles,
+            timeout,
+            f"hand at {angles} (now {self.sim.firmware.targets})",
+        )
 
     def wait_reported(self, angles: tuple[int, ...], timeout: float = 10.0) -> Reported:
         assert self.device is not None
         device = self.device
-        wait_until(lambda: device.reported.angles == angles, timeout,
-                   f"reported {angles} (now {device.reported.angles})")
+        wait_until(
+            lambda: device.reported.angles == angles,
+            timeout,
+            f"reported {angles} (now {device.reported.angles})",
+        )
         return device.reported
 
     def state(self) -> HandState:

@@ -8,20 +8,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hand_mqtt import Command, CommandError, FingerChange, PoseBook, parse_command
+from hand_mqtt import Angles, Command, CommandError, FingerChange, PoseBook, parse_command
 from hand_mqtt.topics import CommandTopic
 
 POSES = PoseBook({"wave": (180, 90, 90, 90, 180)})
 HAND = CommandTopic("hand1", "hand")
 POSE = CommandTopic("hand1", "pose")
-OPEN = (180, 180, 180, 180, 180)
+OPEN: Angles = (180, 180, 180, 180, 180)
 
 
 def finger(name: str) -> CommandTopic:
     return CommandTopic("hand1", "finger", name)
 
 
-def apply(topic: CommandTopic, payload: str | bytes, start=OPEN):
+def apply(topic: CommandTopic, payload: str | bytes, start: Angles = OPEN) -> Angles:
     data = payload.encode() if isinstance(payload, str) else payload
     return parse_command(topic, data, POSES).apply(start, POSES)
 
@@ -70,9 +70,7 @@ def test_pose_topic_forms(payload: str) -> None:
     assert apply(POSE, payload) == (180, 180, 0, 0, 0)
 
 
-@pytest.mark.parametrize(
-    "name", ["open", "fist", "peace", "rockstar", "okay", "point", "phone"]
-)
+@pytest.mark.parametrize("name", ["open", "fist", "peace", "rockstar", "okay", "point", "phone"])
 def test_builtin_poses(name: str) -> None:
     assert apply(POSE, name, start=(1, 2, 3, 4, 5)) == POSES[name]
 
@@ -105,7 +103,11 @@ def test_transaction_is_kept() -> None:
         (HAND, "90", "expected a JSON object"),
         (HAND, "{}", "names no finger"),
         (HAND, '{"elbow": 3}', "unknown field"),
-        (HAND, '{"index": 400, "thumb": -1}', "index: 400 is out of range (an angle is 0 to 180); thumb: -1"),
+        (
+            HAND,
+            '{"index": 400, "thumb": -1}',
+            "index: 400 is out of range (an angle is 0 to 180); thumb: -1",
+        ),
         (HAND, '{"pose": "dab"}', "unknown pose 'dab'"),
         (HAND, '{"pose": 3}', "pose must be a name"),
         (HAND, '{"angles": [1, 2, 3]}', "five values"),
@@ -162,7 +164,8 @@ def test_any_bytes_give_a_command_or_a_clear_error(payload: bytes) -> None:
         try:
             command = parse_command(topic, payload, POSES)
         except CommandError as exc:
-            assert str(exc)
+            if not str(exc):
+                pytest.fail("a rejection without a sentence")
         else:
             assert all(0 <= a <= 180 for a in command.apply(OPEN, POSES))
 
@@ -170,8 +173,9 @@ def test_any_bytes_give_a_command_or_a_clear_error(payload: bytes) -> None:
 @RELAXED
 @given(
     st.dictionaries(
-        st.sampled_from(["index", "middle", "ring", "pinky", "thumb", "pose", "angles",
-                         "transaction", "other"]),
+        st.sampled_from(
+            ["index", "middle", "ring", "pinky", "thumb", "pose", "angles", "transaction", "other"]
+        ),
         json_values,
     )
 )
@@ -180,6 +184,7 @@ def test_any_json_object_gives_a_command_or_a_clear_error(data: dict[str, object
     try:
         command = parse_command(HAND, payload, POSES)
     except CommandError as exc:
-        assert str(exc)
+        if not str(exc):
+            pytest.fail("a rejection without a sentence")
     else:
         assert all(0 <= a <= 180 for a in command.apply((0, 90, 180, 45, 135), POSES))

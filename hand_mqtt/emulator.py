@@ -1,0 +1,353 @@
+"""Run the real firmware ELF in simavr behind a pseudo-terminal, and read its servo pulses.
+
+:class:`EmulatedHand` starts ``firmware/build/sim/hand-sim`` (built on demand) with the
+firmware ELF. The emulated Uno's UART0 appears as a pty at :attr:`EmulatedHand.path`, which
+any serial client opens like a real board (the device service, pyserial, ``picocom``). By
+default it behaves like an Uno's DTR auto-reset: the MCU starts, and restarts, when a client
+opens the port, so the client sees the boot HELLO.
+
+With a VCD file the runner records the five servo pins; :func:`servo_pulses` turns the trace
+into pulses (start time, width) per finger and :func:`last_pulse_widths` gives the latest width
+per finger. Pulse times are emulated time, exact to the CPU cycle.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Final, NamedTuple, Self
+
+from . import firmware
+from .errors import FirmwareError
+
+__all__ = [
+    "FINGER_PINS",
+    "SERVO_MAX_US",
+    "SERVO_MIN_US",
+    "EmulatedHand",
+    "Pulse",
+    "angle_to_pulse_us",
+    "last_pulse_widths",
+    "pulse_us_to_angle",
+    "servo_pulses",
+]
+
+logger = logging.getLogger("hand_mqtt")
+
+FINGER_PINS: Final[dict[str, str]] = {
+    "PB3": "index",  # D11
+    "PB2": "middle",  # D10
+    "PB1": "ring",  # D9
+    "PD6": "pinky",  # D6
+    "PD5": "thumb",  # D5
+}
+"""The pins the runner traces (AVR port names) and the finger each drives by default."""
+SERVO_MIN_US: Final = 544
+"""Pulse width for 0 degrees."""
+SERVO_MAX_US: Final = 2400
+"""Pulse width for 180 degrees."""
+
+_START_TIMEOUT_S: Final = 15.0
+_STOP_TIMEOUT_S: Final = 5.0
+_PTY_PREFIX: Final = "PTY "
+_TIMESCALE_UNITS: Final[dict[str, float]] = {
+    "s": 1.0,
+    "ms": 1e-3,
+    "us": 1e-6,
+    "ns": 1e-9,
+    "ps": 1e-12,
+    "fs": 1e-15,
+}
+
+
+class Pulse(NamedTuple):
+    """One servo pulse: when its rising edge came and how long it lasted."""
+
+    start_s: float
+    width_us: float
+
+
+def angle_to_pulse_us(angle: float) -> float:
+    """The pulse width the firmware uses for ``angle`` degrees."""
+    return SERVO_MIN_US + (SERVO_MAX_US - SERVO_MIN_US) * angle / 180.0
+
+
+def pulse_us_to_angle(width_us: float) -> float:
+    """The angle a pulse width stands for."""
+    return (width_us - SERVO_MIN_US) * 180.0 / (SERVO_MAX_US - SERVO_MIN_US)
+
+
+def _timescale_seconds(text: str) -> float:
+    compact = text.replace(" ", "")
+    digits = "".join(ch for ch in compact if ch.isdigit())
+    unit = compact[len(digits) :]
+    if not digits or unit not in _TIMESCALE_UNITS:
+        raise FirmwareError(f"unsupported VCD timescale {text!r}")
+    return int(digits) * _TIMESCALE_UNITS[unit]
+
+
+def servo_pulses(vcd_path: Path | str, *, by_finger: bool = True) -> dict[str, list[Pulse]]:
+    """Every complete high pulse per traced signal in a VCD file written by the runner.
+
+    Keys are finger names (``index`` … ``thumb``) for the runner's servo pins, or the signal
+    names as found in the file with ``by_finger=False`` (or for signals that are not servo
+    pins). A file still being written is fine: an unfinished last line is ignored.
+    """
+    try:
+        text = Path(vcd_path).read_text(encoding="ascii", errors="replace")
+    except OSError as exc:
+        raise FirmwareError(f"cannot read the VCD trace {vcd_path}: {exc}") from exc
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    tokens = text.split()
+    names: dict[str, str] = {}
+    scale = 1e-9
+    index = 0
+    # Header: $keyword ... $end blocks until $enddefinitions.
+    while index < len(tokens):
+        word = tokens[index]
+        if word == "$enddefinitions":
+            index = tokens.index("$end", index) + 1
+            break
+        if word.startswith("$"):
+            end = tokens.index("$end", index) if "$end" in tokens[index:] else len(tokens)
+            body = tokens[index + 1 : end]
+            if word == "$timescale" and body:
+                scale = _timescale_seconds("".join(body))
+            elif word == "$var" and len(body) >= 4:
+                names[body[2]] = body[3]
+            index = end + 1
+            continue
+        index += 1
+
+    def key(code: str) -> str:
+        name = names.get(code, code)
+        return FINGER_PINS.get(name, name) if by_finger else name
+
+    pulses: dict[str, list[Pulse]] = {key(code): [] for code in names}
+    rising: dict[str, int] = {}
+    now = 0
+    for token in tokens[index:]:
+        first = token[0]
+        if first == "#":
+            try:
+                now = int(token[1:])
+            except ValueError:
+                continue
+        elif first in "01xXzZ" and len(token) > 1:
+            code = token[1:]
+            if code not in names:
+                continue
+            if first == "1":
+                rising.setdefault(code, now)
+            else:
+                started = rising.pop(code, None)
+                if started is not None and first == "0":
+                    pulses[key(code)].append(
+                        Pulse(start_s=started * scale, width_us=(now - started) * scale * 1e6)
+                    )
+    return pulses
+
+
+def last_pulse_widths(vcd_path: Path | str) -> dict[str, float]:
+    """The width in microseconds of the latest complete pulse of each finger that has one."""
+    return {name: found[-1].width_us for name, found in servo_pulses(vcd_path).items() if found}
+
+
+class EmulatedHand:
+    """The firmware running in simavr, its UART on a pty. Use as a context manager.
+
+    ``elf`` defaults to building ``firmware/build/hand.elf``; the runner is built when
+    missing. ``realtime`` throttles emulation to wall-clock time (needed whenever timing
+    matters: failsafe timeouts, motion speed, the 50 ms stale-frame rule). ``vcd`` records the
+    servo pins to that file (``True``: a temporary file, see :attr:`vcd_path`, deleted by
+    :meth:`stop`).
+    ``reset_on_open`` makes the MCU start, and restart, when a client opens the pty.
+    """
+
+    def __init__(
+        self,
+        elf: Path | str | None = None,
+        *,
+        realtime: bool = True,
+        vcd: Path | str | bool | None = None,
+        reset_on_open: bool = True,
+        runner: Path | str | None = None,
+        start_timeout: float = _START_TIMEOUT_S,
+    ) -> None:
+        self._elf = Path(elf) if elf is not None else None
+        self._runner = Path(runner) if runner is not None else None
+        self._realtime = realtime
+        self._vcd_option = vcd
+        self._reset_on_open = reset_on_open
+        self._start_timeout = start_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._tmp: Path | None = None
+        self._path: str | None = None
+        self._vcd_path: Path | None = None
+        self._log_path: Path | None = None
+
+    # -- public ----------------------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        """The pty slave to open as the serial port."""
+        if self._path is None:
+            raise FirmwareError("the emulated hand is not running")
+        return self._path
+
+    @property
+    def vcd_path(self) -> Path | None:
+        """The VCD trace being written, if any."""
+        return self._vcd_path
+
+    @property
+    def running(self) -> bool:
+        """Whether the runner process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> None:
+        """Build what is missing, start the runner and wait for its pty."""
+        if self._proc is not None:
+            raise FirmwareError("the emulated hand is already running")
+        elf = self._elf if self._elf is not None else firmware.build().elf
+        if not elf.is_file():
+            raise FirmwareError(f"the firmware ELF {elf} does not exist")
+        runner = self._runner if self._runner is not None else self._default_runner()
+        self._tmp = Path(tempfile.mkdtemp(prefix="hand-sim-"))
+        self._log_path = self._tmp / "runner.log"
+        command = [str(runner)]
+        if self._realtime:
+            command.append("--realtime")
+        if self._reset_on_open:
+            command.append("--reset-on-open")
+        if self._vcd_option is True:
+            self._vcd_path = self._tmp / "servos.vcd"
+        elif self._vcd_option:
+            self._vcd_path = Path(self._vcd_option).resolve()
+        if self._vcd_path is not None:
+            command += ["--vcd", str(self._vcd_path)]
+        command.append(str(elf))
+        logger.debug("starting %s", " ".join(command))
+        try:
+            with self._log_path.open("wb") as log:
+                self._proc = subprocess.Popen(
+                    command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL
+                )
+        except OSError as exc:
+            self._cleanup()
+            raise FirmwareError(f"could not start the simavr runner {runner}: {exc}") from exc
+        try:
+            self._path = self._wait_for_pty()
+        except BaseException:
+            self.stop()
+            raise
+        logger.info("emulated hand on %s (pid %d)", self._path, self._proc.pid)
+
+    def stop(self) -> None:
+        """Stop the runner (SIGTERM to its own pid, then SIGKILL) and wait for it. Idempotent."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=_STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    logger.warning("simavr runner %d ignored SIGTERM; killing it", proc.pid)
+                    proc.kill()
+                    proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        self._path = None
+        self._cleanup()
+
+    def runner_log(self) -> str:
+        """What the runner wrote to stderr so far."""
+        if self._log_path is None or not self._log_path.is_file():
+            return ""
+        return self._log_path.read_text(encoding="utf-8", errors="replace")
+
+    def pulses(self) -> dict[str, list[Pulse]]:
+        """:func:`servo_pulses` of this hand's VCD trace."""
+        return servo_pulses(self._need_vcd())
+
+    def last_pulse_widths(self) -> dict[str, float]:
+        """:func:`last_pulse_widths` of this hand's VCD trace."""
+        return last_pulse_widths(self._need_vcd())
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _default_runner() -> Path:
+        built = firmware.firmware_dir() / "build" / "sim" / "hand-sim"
+        source = firmware.firmware_dir() / "sim" / "hand_sim.c"
+        if built.is_file() and built.stat().st_mtime >= source.stat().st_mtime:
+            return built
+        return firmware.build_simulator()
+
+    def _need_vcd(self) -> Path:
+        if self._vcd_path is None:
+            raise FirmwareError("this emulated hand was started without a VCD trace")
+        return self._vcd_path
+
+    def _wait_for_pty(self) -> str:
+        proc = self._proc
+        assert proc is not None
+        assert proc.stdout is not None
+        deadline = time.monotonic() + self._start_timeout
+        buffered = b""
+        with selectors.DefaultSelector() as selector:
+            selector.register(proc.stdout, selectors.EVENT_READ)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise FirmwareError(
+                        f"the simavr runner printed no PTY line within {self._start_timeout:.0f} s"
+                        f"{self._log_excerpt()}"
+                    )
+                if not selector.select(remaining):
+                    continue
+                chunk = os.read(proc.stdout.fileno(), 4096)
+                if not chunk:
+                    code = proc.wait()
+                    raise FirmwareError(
+                        f"the simavr runner exited ({code}) before opening its pty"
+                        f"{self._log_excerpt()}"
+                    )
+                buffered += chunk
+                for raw in buffered.split(b"\n")[:-1]:
+                    line = raw.decode("utf-8", "replace").strip()
+                    if line.startswith(_PTY_PREFIX):
+                        return line[len(_PTY_PREFIX) :].strip()
+
+    def _log_excerpt(self) -> str:
+        text = self.runner_log().strip()
+        return f":\n{text[-2000:]}" if text else ""
+
+    def _cleanup(self) -> None:
+        tmp, self._tmp = self._tmp, None
+        if tmp is None:
+            return
+        if self._vcd_path is not None and self._vcd_path.parent == tmp:
+            self._vcd_path = None  # the temporary trace goes with the folder
+        shutil.rmtree(tmp, ignore_errors=True)

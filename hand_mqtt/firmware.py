@@ -1,0 +1,227 @@
+"""Build the bundled Arduino Uno firmware and flash it with avrdude.
+
+The firmware sources live in ``firmware/`` next to the ``hand_mqtt`` package in a git checkout
+(``firmware/hand/hand.ino`` and friends, built by ``firmware/Makefile``). They are not part of
+the wheel; every function here says so clearly when they are absent.
+
+Debian packages needed: ``make gcc-avr avr-libc arduino-core-avr`` to build, ``avrdude`` to
+flash, ``simavr libsimavr-dev libelf-dev`` for the emulator runner.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from .errors import FirmwareError
+
+__all__ = [
+    "BUILD_PACKAGES",
+    "FLASH_PACKAGES",
+    "SIM_PACKAGES",
+    "BuildResult",
+    "build",
+    "build_simulator",
+    "firmware_dir",
+    "flash",
+]
+
+logger = logging.getLogger("hand_mqtt")
+
+BUILD_PACKAGES: Final = "make gcc-avr avr-libc arduino-core-avr"
+"""Debian packages the build needs."""
+FLASH_PACKAGES: Final = "avrdude"
+"""Debian packages flashing needs."""
+SIM_PACKAGES: Final = "make gcc simavr libsimavr-dev libelf-dev"
+"""Debian packages the simavr runner needs."""
+
+_ENV_DIR: Final = "HAND_MQTT_FIRMWARE_DIR"
+_SIMAVR_HEADER: Final = Path("/usr/include/simavr/sim_avr.h")
+_OUTPUT_TAIL: Final = 40  # lines of tool output quoted in an error
+
+
+@dataclass(frozen=True, slots=True)
+class BuildResult:
+    """What ``make`` produced and how big it is."""
+
+    elf: Path
+    hex: Path
+    flash_bytes: int
+    """Program memory used: text + data."""
+    ram_bytes: int
+    """Static RAM used: data + bss."""
+
+
+def firmware_dir() -> Path:
+    """The ``firmware/`` source folder (override with ``$HAND_MQTT_FIRMWARE_DIR``)."""
+    override = os.environ.get(_ENV_DIR)
+    folder = Path(override) if override else Path(__file__).resolve().parent.parent / "firmware"
+    if not (folder / "Makefile").is_file() or not (folder / "hand" / "hand.ino").is_file():
+        raise FirmwareError(
+            f"the firmware sources are not at {folder} (expected Makefile and hand/hand.ino); "
+            "they come with the hand-mqtt git checkout, not with the installed package"
+            + ("" if override else f" - set {_ENV_DIR} to point at them")
+        )
+    return folder
+
+
+def _need(tool: str, packages: str) -> str:
+    found = shutil.which(tool)
+    if found is None:
+        raise FirmwareError(
+            f"{tool} is not installed; on Debian/Ubuntu: sudo apt-get install {packages}"
+        )
+    return found
+
+
+def _tail(text: str) -> str:
+    lines = text.strip().splitlines()
+    return "\n".join(lines[-_OUTPUT_TAIL:])
+
+
+def _make(folder: Path, args: list[str]) -> str:
+    make = _need("make", BUILD_PACKAGES)
+    command = [make, "-C", str(folder), *args]
+    logger.debug("running %s", " ".join(command))
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise FirmwareError(f"could not run make: {exc}") from exc
+    output = done.stdout + done.stderr
+    if done.returncode != 0:
+        if "budget exceeded" in output:
+            raise FirmwareError(f"the firmware is over its size budget:\n{_tail(output)}")
+        raise FirmwareError(f"make {' '.join(args)} failed:\n{_tail(output)}")
+    return output
+
+
+def _sizes(elf: Path) -> tuple[int, int]:
+    size_tool = _need("avr-size", BUILD_PACKAGES)
+    try:
+        done = subprocess.run(
+            [size_tool, str(elf)], capture_output=True, text=True, check=True, timeout=60
+        )
+        text, data, bss = (int(v) for v in done.stdout.splitlines()[1].split()[:3])
+    except (OSError, subprocess.SubprocessError, IndexError, ValueError) as exc:
+        raise FirmwareError(f"could not read the size of {elf}: {exc}") from exc
+    return text + data, data + bss
+
+
+def build(
+    out_dir: Path | str | None = None,
+    *,
+    flash_budget: int | None = None,
+    ram_budget: int | None = None,
+) -> BuildResult:
+    """Build ``hand.elf`` and ``hand.hex`` with ``make`` and check the size budget.
+
+    ``out_dir`` defaults to ``firmware/build``. The budgets default to the Makefile's (4096 B
+    flash, 384 B RAM); a build over budget raises :class:`FirmwareError`.
+    """
+    folder = firmware_dir()
+    _need("avr-gcc", BUILD_PACKAGES)
+    build_dir = Path(out_dir).resolve() if out_dir is not None else folder / "build"
+    args = [f"BUILD_DIR={build_dir}"]
+    if flash_budget is not None:
+        args.append(f"FLASH_BUDGET={int(flash_budget)}")
+    if ram_budget is not None:
+        args.append(f"RAM_BUDGET={int(ram_budget)}")
+    args.append("all")
+    _make(folder, args)
+    elf, hex_file = build_dir / "hand.elf", build_dir / "hand.hex"
+    if not elf.is_file() or not hex_file.is_file():
+        raise FirmwareError(f"make succeeded but {elf} or {hex_file} is missing")
+    flash_bytes, ram_bytes = _sizes(elf)
+    logger.info("firmware built: %s (%d B flash, %d B RAM)", elf, flash_bytes, ram_bytes)
+    return BuildResult(elf=elf, hex=hex_file, flash_bytes=flash_bytes, ram_bytes=ram_bytes)
+
+
+def build_simulator(out_dir: Path | str | None = None) -> Path:
+    """Build the simavr runner (``make sim``) and return its path."""
+    folder = firmware_dir()
+    _need("gcc", SIM_PACKAGES)
+    if not _SIMAVR_HEADER.is_file():
+        raise FirmwareError(
+            f"simavr headers are missing ({_SIMAVR_HEADER}); "
+            f"on Debian/Ubuntu: sudo apt-get install {SIM_PACKAGES}"
+        )
+    build_dir = Path(out_dir).resolve() if out_dir is not None else folder / "build"
+    _make(folder, [f"BUILD_DIR={build_dir}", "sim"])
+    runner = build_dir / "sim" / "hand-sim"
+    if not runner.is_file():
+        raise FirmwareError(f"make sim succeeded but {runner} is missing")
+    return runner
+
+
+def _is_device_path(port: str) -> bool:
+    return "://" not in port and (port.startswith("/") or port.startswith("."))
+
+
+def flash(
+    port: str,
+    hex_path: Path | str,
+    progress: Callable[[str], None] | None = None,
+    *,
+    baudrate: int = 115200,
+    timeout: float = 120.0,
+) -> None:
+    """Write ``hex_path`` to an Uno on ``port`` with avrdude (through the bootloader).
+
+    avrdude's output is passed line by line to ``progress`` (its progress bar arrives in
+    pieces, split at carriage returns and newlines); without a callback it is logged at INFO.
+    """
+    avrdude = _need("avrdude", FLASH_PACKAGES)
+    hex_file = Path(hex_path)
+    if not hex_file.is_file():
+        raise FirmwareError(f"the firmware image {hex_file} does not exist; build it first")
+    if _is_device_path(port) and not Path(port).exists():
+        raise FirmwareError(
+            f"the serial port {port} does not exist; is the Uno plugged in? "
+            "(see `ls /dev/ttyACM* /dev/ttyUSB*`)"
+        )
+    command = [
+        avrdude, "-p", "atmega328p", "-c", "arduino", "-P", port, "-b", str(baudrate),
+        "-U", f"flash:w:{hex_file}:i",
+    ]  # fmt: skip
+    emit = progress if progress is not None else (lambda line: logger.info("avrdude: %s", line))
+    logger.debug("running %s", " ".join(command))
+    lines: list[str] = []
+    try:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    except OSError as exc:
+        raise FirmwareError(f"could not run avrdude: {exc}") from exc
+    assert proc.stdout is not None
+    pending = b""
+    try:
+        while True:
+            chunk = os.read(proc.stdout.fileno(), 256)
+            if not chunk:
+                break
+            pending += chunk
+            *complete, pending = pending.replace(b"\r", b"\n").split(b"\n")
+            for raw in complete:
+                line = raw.decode("utf-8", "replace").rstrip()
+                if line:
+                    lines.append(line)
+                    emit(line)
+        if pending.strip():
+            line = pending.decode("utf-8", "replace").rstrip()
+            lines.append(line)
+            emit(line)
+        returncode = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        proc.kill()
+        proc.wait()
+        raise FirmwareError(f"avrdude did not finish within {timeout:.0f} s") from exc
+    finally:
+        proc.stdout.close()
+    if returncode != 0:
+        quoted = "\n".join(lines[-_OUTPUT_TAIL:])
+        raise FirmwareError(f"avrdude failed (exit {returncode}) flashing {port}:\n{quoted}")
+    logger.info("flashed %s to %s", hex_file, port)
