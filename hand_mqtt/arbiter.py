@@ -57,7 +57,7 @@ class Arbiter:
         self._hand_topics: dict[str, HandTopics] = dict(self._fixed or {})
         self._restoring = True
         self._restored = threading.Event()
-        self._sync_topic = f"{self.topics.base}/{BRIDGE}/arbiter/{client.client_id}"
+        self._sync_topic = self.topics.sync(client.client_id)
         self.accepted = 0
         self.rejected = 0
         client.set_will(Will(self.topics.bridge_state, OFFLINE))

@@ -81,7 +81,7 @@ class HandClient:
         self._mqtt.subscribe(t.error, self._on_error)
         self._mqtt.subscribe(self.topics.bridge_state, self._on_bridge)
         self._mqtt.subscribe(self.topics.bridge_poses, self._on_poses)
-        sync_topic = f"{t.root}/client-sync/{self._mqtt.client_id}"
+        sync_topic = self.topics.sync(self._mqtt.client_id)
         self._mqtt.subscribe(sync_topic, lambda _m: self._synced.set())
         self._mqtt.on_connect(lambda: self._mqtt.publish(sync_topic, b"sync", qos=1))
         self._mqtt.connect(timeout)

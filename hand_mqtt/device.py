@@ -122,7 +122,7 @@ class DeviceService:
         and ``takeover`` is false.
         """
         self.client.set_will(Will(self.topics.availability, OFFLINE))
-        sync_topic = f"{self.topics.root}/device-sync/{self.owner}"
+        sync_topic = Topics(self.topics.base).sync(self.client.client_id)
         self.client.subscribe(self.topics.availability, self._on_availability)
         self.client.subscribe(self.topics.reported, self._on_reported)
         self.client.subscribe(sync_topic, lambda _m: self._synced.set())

@@ -105,6 +105,10 @@ class Topics:
     def bridge_poses(self) -> str:
         return f"{self.base}/{BRIDGE}/poses"
 
+    def sync(self, client_id: str) -> str:
+        """A client's own echo topic: a message to it comes back after the retained ones."""
+        return f"{self.base}/{BRIDGE}/sync/{client_id}"
+
     @property
     def all_command_filters(self) -> tuple[str, str]:
         """Subscription filters covering the command topics of every hand."""
