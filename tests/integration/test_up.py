@@ -1,0 +1,85 @@
+"""`hand-mqtt up` as a user runs it: one process, then mosquitto_pub and `hand-mqtt state`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import need
+from tests.support.brokers import free_port, wait_for_port
+
+
+@pytest.fixture
+def up() -> Iterator[tuple[subprocess.Popen[str], int]]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hand_mqtt", "up", "--port", str(port), "--no-live"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for_port(port, 20)
+        yield process, port
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def _hand_mqtt(port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HAND_MQTT_BROKER": f"mqtt://127.0.0.1:{port}"}
+    return subprocess.run(
+        [sys.executable, "-m", "hand_mqtt", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_up_then_mosquitto_pub_moves_the_simulated_hand(
+    up: tuple[subprocess.Popen[str], int],
+) -> None:
+    process, port = up
+    need(shutil.which("mosquitto_pub") is not None, "mosquitto_pub is not installed")
+    subprocess.run(
+        ["mosquitto_pub", "-p", str(port), "-t", "hand/hand1/index/set", "-m", "90", "-q", "1"],
+        check=True,
+        timeout=10,
+    )
+    deadline = time.monotonic() + 15
+    data: dict[str, dict[str, object]] = {}
+    while time.monotonic() < deadline:
+        done = _hand_mqtt(port, "state", "--json")
+        if done.returncode == 0:
+            data = json.loads(done.stdout)
+            if data["reported"] and data["reported"]["index"] == 90:
+                break
+        time.sleep(0.2)
+    assert data["desired"]["index"] == 90
+    assert data["reported"]["index"] == 90
+    assert data["reported"]["link"] == "up"
+    assert data["device"] == "online"
+    assert data["arbiter"] == "online"
+    table = _hand_mqtt(port, "state")
+    assert "index" in table.stdout
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=20)
+    assert process.returncode == 0
+    assert f"broker   mqtt://127.0.0.1:{port} (embedded)" in output
+    assert "hand-mqtt pose peace" in output
