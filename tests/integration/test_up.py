@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -63,7 +64,7 @@ def test_up_then_mosquitto_pub_moves_the_simulated_hand(
         timeout=10,
     )
     deadline = time.monotonic() + 15
-    data: dict[str, dict[str, object]] = {}
+    data: dict[str, Any] = {}
     while time.monotonic() < deadline:
         done = _hand_mqtt(port, "state", "--json")
         if done.returncode == 0:
