@@ -18,7 +18,10 @@ def test_builtin_poses_match_the_original() -> None:
 
 def test_pose_file(tmp_path: Path) -> None:
     path = tmp_path / "poses.toml"
-    path.write_text('[poses]\nwave = [180, 90, 90, 90, 180]\nthumbs-up = { thumb = 180, index = 0, middle = 0, ring = 0, pinky = 0 }\n')
+    path.write_text(
+        "[poses]\nwave = [180, 90, 90, 90, 180]\n"
+        "thumbs-up = { thumb = 180, index = 0, middle = 0, ring = 0, pinky = 0 }\n"
+    )
     book = PoseBook.from_file(path)
     assert book["wave"] == (180, 90, 90, 90, 180)
     assert book["thumbs-up"] == (0, 0, 0, 0, 180)
