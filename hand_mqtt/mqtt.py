@@ -16,7 +16,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
@@ -179,7 +179,9 @@ class MqttClient:
             self._paho.tls_set_context(context)
         if will is not None:
             self._paho.will_set(will.topic, will.payload, will.qos, will.retain)
-        self._paho.reconnect_delay_set(min_delay=1, max_delay=10)
+        # paho types the delays as int but sleeps in float seconds: a quarter second first,
+        # doubling to 10 s, brings services back quickly after a broker restart.
+        self._paho.reconnect_delay_set(min_delay=cast(int, 0.25), max_delay=10)
         self._keepalive = keepalive
         self._subscriptions: dict[str, int] = {}
         self._pending_subscribes: dict[int, threading.Event] = {}

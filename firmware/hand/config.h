@@ -6,8 +6,8 @@
 #include <stdint.h>
 
 // Firmware version reported in HELLO (major, minor, patch).
-#define HAND_FW_MAJOR 0
-#define HAND_FW_MINOR 1
+#define HAND_FW_MAJOR 1
+#define HAND_FW_MINOR 0
 #define HAND_FW_PATCH 0
 
 // Serial link (docs/serial-protocol.md: 115200 baud, 8N1).

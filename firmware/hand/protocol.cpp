@@ -59,12 +59,18 @@ bool Parser::next(Frame &frame) {
         if (count_ < 2) return false;  // nothing, or a sync byte without its LEN yet
         const uint8_t len = buf_[1];
         if (len > MAX_PAYLOAD) {
+#ifdef HAND_PARSER_STATS
+            ++bad_length;
+#endif
             drop(1);  // bad length: resume right after this sync byte
             continue;
         }
         const uint8_t total = (uint8_t)(OVERHEAD + len);
         if (count_ < total) return false;  // wait for the rest
         if (crc8(buf_ + 1, (uint8_t)(3 + len)) != buf_[total - 1]) {
+#ifdef HAND_PARSER_STATS
+            ++bad_crc;
+#endif
             drop(1);  // bad CRC: resume right after this sync byte
             continue;
         }

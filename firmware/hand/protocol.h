@@ -71,6 +71,13 @@ public:
     // the following bytes are scanned again by the next call to next().
     void drop_head();
 
+#ifdef HAND_PARSER_STATS
+    // Host test builds only (the firmware has no use for them): frames dropped for a bad CRC
+    // and sync bytes dropped for LEN > 16.
+    unsigned long bad_crc = 0;
+    unsigned long bad_length = 0;
+#endif
+
 private:
     void drop(uint8_t n);
     uint8_t buf_[MAX_FRAME];

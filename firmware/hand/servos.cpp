@@ -27,6 +27,15 @@ uint8_t bit_[CHANNELS];
 volatile uint8_t active_[CHANNELS];
 volatile uint16_t width_[CHANNELS];
 
+// Interrupt state: the slot now starting (CHANNELS = the gap) and the edges due at its start.
+uint8_t slot = CHANNELS;
+uint16_t used;  // ticks of the frame taken by the pulses so far
+volatile uint8_t no_port;  // stands in for a port when an edge has no pin
+volatile uint8_t *fall_port = &no_port;
+volatile uint8_t *rise_port = &no_port;
+uint8_t fall_mask;
+uint8_t rise_mask;
+
 }  // namespace
 
 void begin(const uint8_t pins[CHANNELS]) {
@@ -80,22 +89,41 @@ uint16_t pulse_us(uint8_t channel) {
 
 }  // namespace servos
 
+// At each compare match the slot that just ended gives way to the next one. The two pin edges
+// were worked out by the previous interrupt and are written back to back first thing, so the
+// interrupt latency is the same for the rising and the falling edge of every pulse and each
+// pulse lasts exactly its slot (to a few CPU cycles).
 ISR(TIMER1_COMPA_vect) {
     using namespace servos;
-    static uint8_t slot = CHANNELS;  // the gap is running at start-up
-    static uint16_t used = 0;
+    *fall_port &= (uint8_t)~fall_mask;
+    *rise_port |= rise_mask;
 
-    if (slot < CHANNELS) *port_[slot] &= (uint8_t)~active_[slot];  // end this pulse
-    if (++slot > CHANNELS) slot = 0;
-
+    const uint8_t now = slot;
     uint16_t ticks;
-    if (slot < CHANNELS) {
-        ticks = width_[slot];
-        *port_[slot] |= active_[slot];  // start the next one (no-op while not attached)
+    if (now < CHANNELS) {
+        ticks = width_[now];
         used += ticks;
     } else {
         ticks = FRAME_TICKS - used;
         used = 0;
     }
     OCR1A = ticks - 1;
+
+    // The edges for the end of this slot: this channel falls, the next one rises.
+    const uint8_t next = now < CHANNELS ? now + 1 : 0;
+    if (now < CHANNELS) {
+        fall_port = port_[now];
+        fall_mask = active_[now];
+    } else {
+        fall_port = &no_port;
+        fall_mask = 0;
+    }
+    if (next < CHANNELS) {
+        rise_port = port_[next];
+        rise_mask = active_[next];
+    } else {
+        rise_port = &no_port;
+        rise_mask = 0;
+    }
+    slot = next;
 }

@@ -1,19 +1,24 @@
 /*
  * hand-sim: runs the hand firmware ELF in simavr as an ATmega328P at 16 MHz.
  *
- *   hand-sim [--realtime] [--vcd FILE] [--seconds N] [--freq HZ] FIRMWARE.elf
+ *   hand-sim [--realtime] [--reset-on-open] [--vcd FILE] [--seconds N] [--freq HZ] FIRMWARE.elf
  *
  * UART0 is bridged to a pseudo-terminal; its slave path is printed on stdout as the line
  * "PTY /dev/pts/N" (the only line on stdout; diagnostics go to stderr). The bridge lives in
  * this single thread: every emulated millisecond the pty master is polled and bytes are fed to
  * the UART while its input FIFO has room; bytes the firmware sends are written to the master.
- * The runner keeps the slave open itself so the pty never hangs up between clients and the
- * boot HELLO waits in the pty for whoever opens it.
  *
- * --realtime  throttles emulation to wall-clock time (free-running is several times faster).
- * --vcd FILE  records the servo pins PB3 (D11), PB2 (D10), PB1 (D9), PD6 (D6), PD5 (D5);
- *             the file is flushed about every 20 ms of emulated time.
- * --seconds N stops after N emulated seconds.
+ * --realtime       throttles emulation to wall-clock time (free-running is several times
+ *                  faster than a real Uno).
+ * --reset-on-open  behaves like an Uno's DTR auto-reset: the MCU is held in reset until a
+ *                  client opens the pty and is reset again whenever a client re-opens it; it
+ *                  starts BOOT_DELAY_MS of wall time after the open, so the client has set up
+ *                  and flushed the port (pyserial does on open) before the boot HELLO comes.
+ *                  The pty is checked every emulated millisecond: a client that closes and
+ *                  re-opens faster than that is not seen re-opening.
+ * --vcd FILE       records the servo pins PB3 (D11), PB2 (D10), PB1 (D9), PD6 (D6), PD5 (D5);
+ *                  the file is flushed about every 20 ms of emulated time.
+ * --seconds N      stops after N emulated seconds.
  *
  * SIGTERM / SIGINT: the VCD is flushed and the process leaves with _exit(0) (simavr's
  * shutdown paths are not needed and some of them hang).
@@ -21,6 +26,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -43,17 +49,17 @@
 #define POLL_US 1000u        /* pty and clock check period, emulated microseconds */
 #define VCD_FLUSH_US 20000u  /* VCD flush period, emulated microseconds */
 #define MAX_AHEAD_NS 2000000 /* realtime: sleep once emulation is this far ahead */
+#define BOOT_DELAY_MS 100    /* --reset-on-open: wall time between the open and the boot */
 
 static volatile sig_atomic_t stop_requested;
 
 static struct {
     int master;
-    int slave;
     int input_full;       /* the UART said XOFF: its input FIFO is full */
     uint8_t pending[256]; /* read from the pty, not yet taken by the UART */
     size_t pending_len, pending_pos;
     avr_irq_t *input_irq;
-} bridge = {.master = -1, .slave = -1};
+} bridge = {.master = -1};
 
 static void on_signal(int sig) {
     (void)sig;
@@ -73,7 +79,7 @@ static void die(const char *what) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: hand-sim [--realtime] [--vcd FILE] [--seconds N] [--freq HZ] FIRMWARE.elf\n");
+            "usage: hand-sim [--realtime] [--reset-on-open] [--vcd FILE] [--seconds N] [--freq HZ] FIRMWARE.elf\n");
     _exit(2);
 }
 
@@ -83,7 +89,7 @@ static void on_uart_output(struct avr_irq_t *irq, uint32_t value, void *param) {
     (void)param;
     uint8_t byte = (uint8_t)value;
     /* A full pty (nobody reading) drops the byte, like a UART with no listener. */
-    if (write(bridge.master, &byte, 1) < 0 && errno != EAGAIN) {
+    if (write(bridge.master, &byte, 1) < 0 && errno != EAGAIN && errno != EIO) {
         fprintf(stderr, "hand-sim: pty write: %s\n", strerror(errno));
     }
 }
@@ -124,16 +130,26 @@ static void open_pty(void) {
     if (grantpt(bridge.master) < 0 || unlockpt(bridge.master) < 0) die("grantpt/unlockpt");
     const char *name = ptsname(bridge.master);
     if (!name) die("ptsname");
-    bridge.slave = open(name, O_RDWR | O_NOCTTY);
-    if (bridge.slave < 0) die("open pty slave");
+    /* Open the slave once to make it raw (the settings outlive this descriptor), then close
+     * it: from then on the master reports POLLHUP while no client has the slave open. */
+    int slave = open(name, O_RDWR | O_NOCTTY);
+    if (slave < 0) die("open pty slave");
     struct termios tio;
-    if (tcgetattr(bridge.slave, &tio) < 0) die("tcgetattr");
+    if (tcgetattr(slave, &tio) < 0) die("tcgetattr");
     cfmakeraw(&tio); /* no echo, no line editing, no CR/LF translation */
-    if (tcsetattr(bridge.slave, TCSANOW, &tio) < 0) die("tcsetattr");
+    if (tcsetattr(slave, TCSANOW, &tio) < 0) die("tcsetattr");
+    close(slave);
     int flags = fcntl(bridge.master, F_GETFL);
     if (flags < 0 || fcntl(bridge.master, F_SETFL, flags | O_NONBLOCK) < 0) die("fcntl");
     printf("PTY %s\n", name);
     fflush(stdout);
+}
+
+/* Whether a client has the pty slave open. */
+static int client_connected(void) {
+    struct pollfd pfd = {.fd = bridge.master, .events = POLLIN};
+    if (poll(&pfd, 1, 0) < 0) return 1;
+    return !(pfd.revents & POLLHUP);
 }
 
 static uint64_t now_ns(void) {
@@ -144,6 +160,7 @@ static uint64_t now_ns(void) {
 
 int main(int argc, char **argv) {
     int realtime = 0;
+    int reset_on_open = 0;
     const char *vcd_path = NULL;
     const char *elf_path = NULL;
     double seconds = 0;
@@ -152,6 +169,8 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; ++i) {
         if (!strcmp(argv[i], "--realtime")) {
             realtime = 1;
+        } else if (!strcmp(argv[i], "--reset-on-open")) {
+            reset_on_open = 1;
         } else if (!strcmp(argv[i], "--vcd") && i + 1 < argc) {
             vcd_path = argv[++i];
         } else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) {
@@ -234,14 +253,43 @@ int main(int argc, char **argv) {
     const avr_cycle_count_t stop_cycle =
         seconds > 0 ? (avr_cycle_count_t)(seconds * (double)freq) : 0;
     avr_cycle_count_t next_poll = 0, next_flush = flush_cycles;
-    const uint64_t start_ns = now_ns();
+    /* Realtime anchor: emulated cycle and wall time at which they were last lined up. */
+    avr_cycle_count_t anchor_cycle = avr->cycle;
+    uint64_t anchor_ns = now_ns();
+    int connected = 0;
     int state = cpu_Running;
+
+    if (reset_on_open) {
+        /* Held in reset until the first client arrives. */
+        while (!stop_requested && !client_connected()) {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+        struct timespec boot = {0, BOOT_DELAY_MS * 1000000L};
+        nanosleep(&boot, NULL);
+        connected = 1;
+        anchor_cycle = avr->cycle;
+        anchor_ns = now_ns();
+    }
 
     while (!stop_requested) {
         state = avr_run(avr);
         if (state == cpu_Done || state == cpu_Crashed) break;
         if (avr->cycle < next_poll) continue;
         next_poll = avr->cycle + poll_cycles;
+        if (reset_on_open) {
+            const int now_connected = client_connected();
+            if (now_connected && !connected) {
+                struct timespec boot = {0, BOOT_DELAY_MS * 1000000L};
+                nanosleep(&boot, NULL);
+                avr_reset(avr);
+                bridge.pending_len = bridge.pending_pos = 0;
+                bridge.input_full = 0;
+                anchor_cycle = avr->cycle;
+                anchor_ns = now_ns();
+            }
+            connected = now_connected;
+        }
         pump_input();
         if (vcd_path && avr->cycle >= next_flush) {
             next_flush = avr->cycle + flush_cycles;
@@ -249,8 +297,8 @@ int main(int argc, char **argv) {
         }
         if (stop_cycle && avr->cycle >= stop_cycle) break;
         if (realtime) {
-            const uint64_t emulated_ns = avr_cycles_to_nsec(avr, avr->cycle);
-            const uint64_t wall_ns = now_ns() - start_ns;
+            const uint64_t emulated_ns = avr_cycles_to_nsec(avr, avr->cycle - anchor_cycle);
+            const uint64_t wall_ns = now_ns() - anchor_ns;
             if (emulated_ns > wall_ns + MAX_AHEAD_NS) {
                 const uint64_t ahead = emulated_ns - wall_ns;
                 struct timespec ts = {(time_t)(ahead / 1000000000ull),
