@@ -207,6 +207,8 @@ class Arbiter:
     def _publish_state(self, hand: str, previous: HandState | None) -> None:
         state = self._states[hand]
         topics = self._hand_topics[hand]
+        # The state first: it is what the device service waits for.
+        self.client.publish(topics.state, state.model_dump_json(), retain=True)
         for finger, angle, old in zip(
             FINGERS,
             state.angles,
@@ -215,7 +217,6 @@ class Arbiter:
         ):
             if angle != old:
                 self.client.publish(topics.finger(finger), str(angle), retain=True)
-        self.client.publish(topics.state, state.model_dump_json(), retain=True)
 
     def _reject(
         self,

@@ -219,12 +219,8 @@ class DeviceService:
             logger.warning("device: ignoring an unreadable state on %s", message.topic)
             return
         with self._lock:
-            if (
-                self._desired is not None
-                and state.version < self._desired.version
-                and (state.version != 0)
-            ):
-                return
+            # The arbiter is the only writer and MQTT keeps its order: the latest one wins,
+            # even with a lower version (an arbiter that started afresh counts from 0).
             self._desired = state
             if self._in_flight is None and self._link_up:
                 self._push_locked()
