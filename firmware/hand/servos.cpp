@@ -16,6 +16,10 @@ const uint16_t MIN_TICKS = HAND_SERVO_MIN_US * TICKS_PER_US;
 const uint16_t SPAN_TICKS = (HAND_SERVO_MAX_US - HAND_SERVO_MIN_US) * TICKS_PER_US;
 const uint16_t FRAME_TICKS = HAND_SERVO_FRAME_US * TICKS_PER_US;
 const uint16_t DEFAULT_TICKS = MIN_TICKS + SPAN_TICKS / 2;
+// The compare interrupt is taken this many ticks (10 us) before the edges are due and waits
+// for the exact tick, so another interrupt running when it fires (millis' Timer0 overflow,
+// the UART) delays the interrupt but not the edge.
+const uint16_t LEAD_TICKS = 10 * TICKS_PER_US;
 
 static_assert(HAND_SERVO_MAX_US * CHANNELS < HAND_SERVO_FRAME_US, "pulses must fit in a frame");
 static_assert((uint32_t)HAND_SERVO_FRAME_US * (F_CPU / 8000000UL) < 65536UL, "frame fits Timer1");
@@ -89,12 +93,14 @@ uint16_t pulse_us(uint8_t channel) {
 
 }  // namespace servos
 
-// At each compare match the slot that just ended gives way to the next one. The two pin edges
-// were worked out by the previous interrupt and are written back to back first thing, so the
-// interrupt latency is the same for the rising and the falling edge of every pulse and each
-// pulse lasts exactly its slot (to a few CPU cycles).
+// A compare match comes LEAD_TICKS before the slot that is running ends. The interrupt waits
+// for that moment, then writes the two edges worked out by the previous interrupt back to back:
+// the slot's channel falls, the next one rises. Every pulse therefore lasts exactly its slot
+// (to a CPU cycle or two), whatever the interrupt latency up to LEAD_TICKS.
 ISR(TIMER1_COMPA_vect) {
     using namespace servos;
+    while (TCNT1 < LEAD_TICKS) {
+    }
     *fall_port &= (uint8_t)~fall_mask;
     *rise_port |= rise_mask;
 
@@ -107,7 +113,7 @@ ISR(TIMER1_COMPA_vect) {
         ticks = FRAME_TICKS - used;
         used = 0;
     }
-    OCR1A = ticks - 1;
+    OCR1A = ticks - 1;  // the timer restarted at the match: the slot is ticks long, match to match
 
     // The edges for the end of this slot: this channel falls, the next one rises.
     const uint8_t next = now < CHANNELS ? now + 1 : 0;

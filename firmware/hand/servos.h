@@ -2,8 +2,9 @@
 //
 // Timer1 runs in CTC mode at F_CPU / 8 (0.5 us per tick at 16 MHz). The 20 ms frame is cut
 // into six slots: one per channel, as long as that channel's pulse, then a gap that fills up
-// the frame. The compare interrupt ends the pulse of the slot that just finished and starts
-// the next one, so each pulse lasts exactly its slot whatever the interrupt latency.
+// the frame. The compare interrupt fires 10 us before a slot ends, waits for the exact tick,
+// then ends that slot's pulse and starts the next one: each pulse lasts exactly its slot even
+// when another interrupt (millis, the UART) delays this one.
 // A channel's pin is left alone (input, not driven) until attach() is called for it.
 #ifndef HAND_SERVOS_H
 #define HAND_SERVOS_H

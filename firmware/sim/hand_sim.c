@@ -79,7 +79,8 @@ static void die(const char *what) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: hand-sim [--realtime] [--reset-on-open] [--vcd FILE] [--seconds N] [--freq HZ] FIRMWARE.elf\n");
+            "usage: hand-sim [--realtime] [--reset-on-open] [--vcd FILE] [--seconds N] [--freq HZ]"
+            " FIRMWARE.elf\n");
     _exit(2);
 }
 
@@ -308,7 +309,10 @@ int main(int argc, char **argv) {
         }
     }
 
-    if (getenv("HAND_SIM_DEBUG")) fprintf(stderr, "state %d ucsr0a %02x ucsr0b %02x cycle %llu pc 0x%x\n", state, avr->data[0xC0], avr->data[0xC1], (unsigned long long)avr->cycle, avr->pc);
+    if (getenv("HAND_SIM_DEBUG")) {
+        fprintf(stderr, "hand-sim: state %d, cycle %llu, pc 0x%04x\n", state,
+                (unsigned long long)avr->cycle, avr->pc);
+    }
     if (vcd_path) avr_vcd_close(&vcd); /* writes out the remaining log and closes the file */
     if (state == cpu_Crashed) {
         fprintf(stderr, "hand-sim: the firmware crashed at pc 0x%04x\n", avr->pc);

@@ -15,6 +15,7 @@ from hand_mqtt.broker import EmbeddedBroker
 from hand_mqtt.client import HandClient, Snapshot
 from hand_mqtt.device import DeviceService, DeviceSettings
 from hand_mqtt.errors import ConfigError
+from hand_mqtt.homeassistant import DEFAULT_PREFIX, Discovery
 from hand_mqtt.model import FINGERS, PoseBook
 from hand_mqtt.mqtt import MqttClient
 from hand_mqtt.protocol import DeviceConfig, FailsafeAction
@@ -22,6 +23,7 @@ from hand_mqtt.simulator import PtyHand, SocketHand
 from hand_mqtt.stack import Stack, StackSettings
 from hand_mqtt.topics import validate_hand_name
 
+from .clients import DiscoveryPrefixOption
 from .common import (
     DEFAULT_BASE,
     DEFAULT_BROKER,
@@ -132,6 +134,15 @@ def arbiter(
     ] = False,
     max_hands: Annotated[int, typer.Option(help="Limit for --all-hands.", min=1)] = 1000,
     poses: PosesOption = None,
+    homeassistant: Annotated[
+        bool,
+        typer.Option(
+            "--homeassistant/--no-homeassistant",
+            envvar="HAND_MQTT_HOMEASSISTANT",
+            help="Announce the hands to Home Assistant (MQTT discovery).",
+        ),
+    ] = False,
+    discovery_prefix: DiscoveryPrefixOption = DEFAULT_PREFIX,
     broker: BrokerOption = DEFAULT_BROKER,
     ca_file: CaFileOption = None,
     base: BaseOption = DEFAULT_BASE,
@@ -141,17 +152,36 @@ def arbiter(
     setup_logging(verbose, service=True)
     with handle_errors():
         served = None if all_hands else [validate_hand_name(h) for h in hands or [DEFAULT_HAND]]
+        book = _poses(poses)
         service = Arbiter(
             MqttClient(broker_url(broker, ca_file), name="arbiter"),
             topics=topics(base),
             hands=served,
-            poses=_poses(poses),
+            poses=book,
             max_hands=max_hands,
         )
+        discovery: Discovery | None = None
+        if homeassistant:
+            discovery = Discovery(
+                service.client,
+                topics=service.topics,
+                hands=served if served is not None else (lambda: service.hands),
+                poses=book,
+                prefix=discovery_prefix,
+            )
+            discovery.start()
         service.start()
+
+    def tick() -> bool:
+        if discovery is not None and served is None:
+            discovery.refresh()
+        return True
+
     try:
-        wait_for_signal()
+        wait_for_signal(tick)
     finally:
+        if discovery is not None:
+            discovery.stop()
         service.stop()
 
 

@@ -1,0 +1,63 @@
+"""Fixtures for the firmware tests: the AVR toolchain, one shared build, the simavr runner.
+
+Locally a missing toolchain skips these tests with the apt-get line to fix it; in CI
+(``CI=true``) it fails them instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hand_mqtt import firmware
+from hand_mqtt.firmware import BuildResult
+
+IN_CI = os.environ.get("CI") == "true"
+BUILD_TOOLS = ("make", "avr-gcc", "avr-g++", "avr-gcc-ar", "avr-objcopy", "avr-size")
+SIMAVR_HEADER = Path("/usr/include/simavr/sim_avr.h")
+FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip when something optional is missing locally; in CI a missing part is a failure."""
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"{reason} (CI must have it)")
+        pytest.skip(reason)
+
+
+def missing(tools: tuple[str, ...]) -> list[str]:
+    return [tool for tool in tools if shutil.which(tool) is None]
+
+
+@pytest.fixture(scope="session")
+def toolchain() -> None:
+    absent = missing(BUILD_TOOLS)
+    need(
+        not absent,
+        f"AVR toolchain missing ({', '.join(absent)}): "
+        f"sudo apt-get install {firmware.BUILD_PACKAGES}",
+    )
+    need(
+        Path("/usr/share/arduino/hardware/arduino/avr/cores/arduino/main.cpp").is_file(),
+        f"Arduino AVR core missing: sudo apt-get install {firmware.BUILD_PACKAGES}",
+    )
+
+
+@pytest.fixture(scope="session")
+def firmware_build(toolchain: None) -> BuildResult:
+    """The firmware built once per session in firmware/build (as `make` does)."""
+    return firmware.build()
+
+
+@pytest.fixture(scope="session")
+def sim_runner(firmware_build: BuildResult) -> Path:
+    absent = missing(("gcc",))
+    need(
+        not absent and SIMAVR_HEADER.is_file(),
+        f"simavr development files missing: sudo apt-get install {firmware.SIM_PACKAGES}",
+    )
+    return firmware.build_simulator()

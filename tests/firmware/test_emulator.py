@@ -1,0 +1,369 @@
+"""The real firmware ELF in simavr, spoken to through its pty with pyserial.
+
+Servo pulse widths come from the runner's VCD trace of pins 11/10/9/6/5 (emulated time, exact
+to the CPU cycle). Timing tests run the emulator throttled to wall-clock time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import serial
+
+from hand_mqtt import protocol as p
+from hand_mqtt.emulator import (
+    FINGER_PINS,
+    EmulatedHand,
+    Pulse,
+    angle_to_pulse_us,
+    last_pulse_widths,
+    servo_pulses,
+)
+from hand_mqtt.firmware import BuildResult
+
+pytestmark = [pytest.mark.firmware, pytest.mark.emulator]
+
+FINGERS = ("index", "middle", "ring", "pinky", "thumb")
+ONE_DEGREE_US = (2400 - 544) / 180  # ~10.3 us
+VECTORS = Path(__file__).resolve().parents[2] / "protocol" / "vectors.json"
+FRAME_S = 0.020  # servo frame
+
+
+class Port:
+    """A pyserial connection to the emulated hand plus a frame decoder."""
+
+    def __init__(self, path: str) -> None:
+        self.serial = serial.Serial(path, 115200, timeout=0.05)
+        self.decoder = p.FrameDecoder()
+        self.frames: list[p.Frame] = []
+
+    def close(self) -> None:
+        self.serial.close()
+
+    def write(self, data: bytes) -> None:
+        self.serial.write(data)
+        self.serial.flush()
+
+    def read_frame(self, timeout: float = 2.0) -> p.Frame | None:
+        deadline = time.monotonic() + timeout
+        while not self.frames:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            chunk = self.serial.read(self.serial.in_waiting or 1)
+            if chunk:
+                self.frames.extend(self.decoder.feed(chunk))
+        return self.frames.pop(0)
+
+    def expect(self, timeout: float = 2.0) -> p.Reply:
+        frame = self.read_frame(timeout)
+        assert frame is not None, "no frame from the firmware"
+        return p.parse_reply(frame)
+
+    def request(self, frame: p.Frame, timeout: float = 2.0) -> p.Reply:
+        self.write(frame.encode())
+        return self.expect(timeout)
+
+    def silent_for(self, seconds: float) -> bool:
+        """True when nothing at all arrives for ``seconds``."""
+        deadline = time.monotonic() + seconds
+        got = b""
+        while time.monotonic() < deadline:
+            got += self.serial.read(self.serial.in_waiting or 1)
+        return got == b"" and not self.frames
+
+
+@pytest.fixture
+def hand(firmware_build: BuildResult, sim_runner: Path, tmp_path: Path) -> Iterator[EmulatedHand]:
+    with EmulatedHand(
+        firmware_build.elf, runner=sim_runner, realtime=True, vcd=tmp_path / "servos.vcd"
+    ) as emulated:
+        yield emulated
+
+
+@pytest.fixture
+def port(hand: EmulatedHand) -> Iterator[Port]:
+    opened = Port(hand.path)
+    try:
+        hello = opened.expect(timeout=5.0)  # the Uno-like reset on open boots the firmware
+        assert isinstance(hello, p.Hello)
+        assert hello.seq == 0
+        yield opened
+    finally:
+        opened.close()
+
+
+def vcd(hand: EmulatedHand) -> Path:
+    assert hand.vcd_path is not None
+    return hand.vcd_path
+
+
+def widths_after(pulses: list[Pulse], start_s: float) -> list[float]:
+    return [pulse.width_us for pulse in pulses if pulse.start_s >= start_s]
+
+
+def emulated_now(hand: EmulatedHand) -> float:
+    """The latest pulse start in the trace: a stand-in for 'now' in emulated time."""
+    starts = [pulse.start_s for found in servo_pulses(vcd(hand)).values() for pulse in found]
+    return max(starts, default=0.0)
+
+
+def settle(seconds: float = 0.15) -> None:
+    time.sleep(seconds)  # realtime: a few 20 ms servo frames
+
+
+def assert_pulses_match(hand: EmulatedHand, angles: dict[str, int], frames: int = 3) -> None:
+    pulses = servo_pulses(vcd(hand))
+    for finger, angle in angles.items():
+        recent = [pulse.width_us for pulse in pulses[finger][-frames:]]
+        assert len(recent) == frames, f"{finger}: only {len(recent)} pulses"
+        expected = angle_to_pulse_us(angle)
+        for width in recent:
+            assert abs(width - expected) <= ONE_DEGREE_US, (
+                f"{finger} at {angle} deg: pulse {width:.2f} us, expected {expected:.2f} us"
+            )
+
+
+def test_boot_hello_and_hello_request(port: Port, hand: EmulatedHand) -> None:
+    reply = port.request(p.hello_request(42))
+    assert isinstance(reply, p.Hello)
+    assert reply.seq == 42
+    assert reply.protocol == 1
+    assert reply.finger_count == 5
+    assert reply.firmware == (1, 0, 0)
+    assert reply.status == 0
+    # Nothing is driven before the first SET.
+    settle(0.1)
+    assert all(not found for found in servo_pulses(vcd(hand)).values())
+
+
+def test_set_all_pulse_widths_match_angles(port: Port, hand: EmulatedHand) -> None:
+    angles = (0, 45, 90, 135, 180)
+    ack = port.request(p.set_all(7, angles))
+    assert isinstance(ack, p.Ack)
+    assert ack.seq == 7
+    assert ack.angles == angles
+    assert ack.status == 0
+    settle()
+    assert_pulses_match(hand, dict(zip(FINGERS, angles, strict=True)))
+    # A 20 ms frame: consecutive pulses of one finger are 20 ms apart.
+    index = servo_pulses(vcd(hand))["index"]
+    gaps = [b.start_s - a.start_s for a, b in zip(index[-4:], index[-3:], strict=False)]
+    assert all(abs(gap - FRAME_S) < 50e-6 for gap in gaps), gaps
+
+
+def test_pulse_widths_for_many_angles(port: Port, hand: EmulatedHand) -> None:
+    for seq, base in enumerate((1, 17, 33, 89, 121, 163, 179), start=1):
+        angles = tuple((base + 7 * i) % 181 for i in range(5))
+        ack = port.request(p.set_all(seq, angles))
+        assert isinstance(ack, p.Ack)
+        settle(0.08)
+        assert_pulses_match(hand, dict(zip(FINGERS, angles, strict=True)), frames=2)
+
+
+def test_set_some_moves_only_the_masked_fingers(port: Port, hand: EmulatedHand) -> None:
+    # From power-on: SET_SOME drives only its own fingers.
+    ack = port.request(p.set_some(1, {1: 30, 3: 150}))
+    assert isinstance(ack, p.Ack)
+    assert ack.angles == (90, 30, 90, 150, 90)
+    settle()
+    pulses = servo_pulses(vcd(hand))
+    assert not pulses["index"]
+    assert not pulses["ring"]
+    assert not pulses["thumb"]
+    assert_pulses_match(hand, {"middle": 30, "pinky": 150})
+
+    ack = port.request(p.set_all(2, (60, 60, 60, 60, 60)))
+    settle()
+    before = last_pulse_widths(vcd(hand))
+    mark = emulated_now(hand)
+    ack = port.request(p.set_some(3, {0: 10, 2: 170}))
+    assert isinstance(ack, p.Ack)
+    assert ack.angles == (10, 60, 170, 60, 60)
+    settle()
+    pulses = servo_pulses(vcd(hand))
+    assert_pulses_match(hand, {"index": 10, "ring": 170, "middle": 60, "pinky": 60, "thumb": 60})
+    for finger in ("middle", "pinky", "thumb"):
+        widths = widths_after(pulses[finger], mark)
+        assert widths
+        assert all(abs(w - before[finger]) < 2.0 for w in widths), (finger, widths)
+
+
+def test_nack_vectors_get_the_exact_reply_and_move_nothing(port: Port, hand: EmulatedHand) -> None:
+    vectors = json.loads(VECTORS.read_text())["requests"]
+    nacks = [v for v in vectors if v["expect"] == "nack"]
+    assert nacks
+    for vector in nacks:
+        port.write(bytes.fromhex(vector["hex"]))
+        frame = port.read_frame()
+        assert frame is not None, vector["name"]
+        assert frame.encode() == bytes.fromhex(vector["reply_hex"]), vector["name"]
+    settle(0.1)
+    assert all(not found for found in servo_pulses(vcd(hand)).values())
+    # Still at the power-on state: a heartbeat reports 90s and nothing else changed.
+    ack = port.request(p.heartbeat(200))
+    assert isinstance(ack, p.Ack)
+    assert ack.angles == (90, 90, 90, 90, 90)
+
+
+def test_every_request_vector_on_a_freshly_booted_firmware(hand: EmulatedHand) -> None:
+    vectors = json.loads(VECTORS.read_text())["requests"]
+    for vector in vectors:
+        opened = Port(hand.path)  # opening resets the emulated Uno
+        try:
+            hello = opened.expect(timeout=5.0)
+            assert isinstance(hello, p.Hello)
+            assert hello.seq == 0
+            opened.write(bytes.fromhex(vector["hex"]))
+            frame = opened.read_frame()
+            assert frame is not None, vector["name"]
+            assert frame.encode() == bytes.fromhex(vector["reply_hex"]), vector["name"]
+        finally:
+            opened.close()
+        time.sleep(0.02)  # let the runner see the port closed, so the next open resets
+
+
+def test_garbage_on_the_line_moves_nothing(port: Port, hand: EmulatedHand) -> None:
+    angles = (20, 40, 60, 80, 100)
+    ack = port.request(p.set_all(1, angles))
+    assert isinstance(ack, p.Ack)
+    settle()
+    mark = emulated_now(hand)
+    rng = random.Random(1234)
+    # Line noise without a sync byte, frames with a flipped bit, a bad LEN, truncations.
+    noise = bytes(b for b in rng.randbytes(400) if b != p.SYNC)
+    attacks = bytearray(noise)
+    for seq in range(20):
+        good = bytearray(p.set_all(seq, (180 - seq, 0, 180, 0, 180)).encode())
+        good[rng.randrange(1, len(good))] ^= 1 << rng.randrange(8)  # corrupt one bit
+        attacks += good
+        attacks += bytes((p.SYNC, 17 + seq, 0x01, seq))  # LEN > 16
+        attacks += bytes(b for b in rng.randbytes(30) if b != p.SYNC)
+    for start in range(0, len(attacks), 64):  # keep within the UART ring's pace
+        port.write(bytes(attacks[start : start + 64]))
+        time.sleep(0.01)
+    assert port.silent_for(0.3), "the firmware answered garbage"
+    pulses = servo_pulses(vcd(hand))
+    for finger, angle in zip(FINGERS, angles, strict=True):
+        widths = widths_after(pulses[finger], mark)
+        assert len(widths) >= 10
+        expected = angle_to_pulse_us(angle)
+        assert all(abs(w - expected) <= ONE_DEGREE_US for w in widths), finger
+    # The parser is back in step: the next frame is answered.
+    ack = port.request(p.heartbeat(99))
+    assert isinstance(ack, p.Ack)
+    assert ack.angles == angles
+
+
+def test_stale_partial_frame_is_discarded_after_50_ms(port: Port) -> None:
+    # A sync byte claiming 16 payload bytes, then silence: without the 50 ms rule the next
+    # five-byte frame would be swallowed as part of it.
+    port.write(bytes((p.SYNC, 16, 0x01, 0x05)))
+    time.sleep(0.12)
+    ack = port.request(p.heartbeat(5))
+    assert isinstance(ack, p.Ack)
+    assert ack.seq == 5
+
+
+def test_failsafe_moves_to_the_safe_pose_after_the_silence(port: Port, hand: EmulatedHand) -> None:
+    pose = (10, 20, 30, 40, 50)
+    config = p.DeviceConfig(
+        failsafe_timeout_ms=300,
+        failsafe_action=p.FailsafeAction.SAFE_POSE,
+        safe_pose=pose,
+        speed_dps=0,
+    )
+    assert isinstance(port.request(p.configure(1, config)), p.Ack)
+    ack = port.request(p.set_all(2, (150, 150, 150, 150, 150)))
+    assert isinstance(ack, p.Ack)
+    sent = time.monotonic()
+    failsafe = port.expect(timeout=3.0)
+    waited = time.monotonic() - sent
+    assert isinstance(failsafe, p.Failsafe)
+    assert failsafe.angles == pose
+    assert failsafe.status & p.STATUS_FAILSAFE
+    assert 0.25 <= waited <= 0.6, f"failsafe after {waited:.3f} s, configured 0.300 s"
+    settle()
+    assert_pulses_match(hand, dict(zip(FINGERS, pose, strict=True)))
+    # It fires once per silence, and the next SET clears the flag.
+    assert port.silent_for(0.5)
+    ack = port.request(p.set_all(3, (90, 90, 90, 90, 90)))
+    assert isinstance(ack, p.Ack)
+    assert ack.status == 0
+
+
+def test_failsafe_hold_keeps_the_targets(port: Port, hand: EmulatedHand) -> None:
+    config = p.DeviceConfig(failsafe_timeout_ms=200, failsafe_action=p.FailsafeAction.HOLD)
+    assert isinstance(port.request(p.configure(1, config)), p.Ack)
+    angles = (5, 50, 95, 140, 175)
+    assert isinstance(port.request(p.set_all(2, angles)), p.Ack)
+    # Heartbeats keep it quiet...
+    for seq in range(3, 8):
+        time.sleep(0.1)
+        ack = port.request(p.heartbeat(seq))
+        assert isinstance(ack, p.Ack)
+        assert ack.status == 0
+    # ...silence does not.
+    failsafe = port.expect(timeout=2.0)
+    assert isinstance(failsafe, p.Failsafe)
+    assert failsafe.angles == angles
+    settle()
+    assert_pulses_match(hand, dict(zip(FINGERS, angles, strict=True)))
+    ack = port.request(p.heartbeat(9))
+    assert isinstance(ack, p.Ack)
+    assert ack.status == p.STATUS_FAILSAFE  # only a SET clears it
+
+
+def test_motion_speed_sweeps_through_intermediate_widths(port: Port, hand: EmulatedHand) -> None:
+    config = p.DeviceConfig(speed_dps=180)
+    assert isinstance(port.request(p.configure(1, config)), p.Ack)
+    ack = port.request(p.set_all(2, (0, 0, 0, 0, 0)))
+    assert isinstance(ack, p.Ack)
+    assert ack.status & p.STATUS_MOVING  # sweeping down from the power-on 90
+    time.sleep(0.7)
+    ack = port.request(p.heartbeat(3))
+    assert isinstance(ack, p.Ack)
+    assert ack.status == 0
+    mark = emulated_now(hand)
+    ack = port.request(p.set_all(4, (180, 180, 180, 180, 180)))
+    assert isinstance(ack, p.Ack)
+    assert ack.status & p.STATUS_MOVING
+    time.sleep(1.3)
+    ack = port.request(p.heartbeat(5))
+    assert isinstance(ack, p.Ack)
+    assert ack.status == 0
+    pulses = servo_pulses(vcd(hand))
+    for finger in FINGERS:
+        sweep = [pulse for pulse in pulses[finger] if pulse.start_s >= mark]
+        widths = [pulse.width_us for pulse in sweep]
+        between = [w for w in widths if 560 < w < 2380]
+        # 180 deg at 180 deg/s: about 1 s, i.e. ~50 frames of intermediate widths.
+        assert len(between) >= 40, (finger, len(between))
+        assert all(b >= a - 3.0 for a, b in itertools.pairwise(widths)), finger
+        steps = [b - a for a, b in itertools.pairwise(between)]
+        expected_step = (2400 - 544) * FRAME_S  # 37 us of pulse per 20 ms frame
+        # The position advances every millisecond and each pulse samples it at its slot start,
+        # so a frame-to-frame step is 20 +/- 2 ms of motion (plus a few microseconds when
+        # another interrupt delays one edge); on average it is exact.
+        assert all(abs(step - expected_step) < ONE_DEGREE_US for step in steps), sorted(steps)
+        assert abs(sum(steps) / len(steps) - expected_step) < 1.0, (finger, steps)
+        first = next(p_ for p_ in sweep if p_.width_us > 560)
+        last = next(p_ for p_ in sweep if p_.width_us >= 2399)
+        duration = last.start_s - first.start_s
+        assert 0.9 <= duration <= 1.1, (finger, duration)
+
+
+def test_vcd_pins_are_the_servo_pins() -> None:
+    assert dict(FINGER_PINS) == {
+        "PB3": "index",
+        "PB2": "middle",
+        "PB1": "ring",
+        "PD6": "pinky",
+        "PD5": "thumb",
+    }
