@@ -98,7 +98,7 @@ class Arbiter:
 
     @property
     def hands(self) -> list[str]:
-        return sorted(self._states)
+        return sorted(self._states.copy())
 
     # -- handlers (network thread) ---------------------------------------------------------
 
@@ -174,7 +174,8 @@ class Arbiter:
             return
         current = self._states.get(target.hand) or self.state(target.hand)
         angles = command.apply(current.angles, self.poses)
-        new = HandState(
+        # model_construct: every angle was checked by the command parser already.
+        new = HandState.model_construct(
             index=angles[0],
             middle=angles[1],
             ring=angles[2],
@@ -207,8 +208,12 @@ class Arbiter:
     def _publish_state(self, hand: str, previous: HandState | None) -> None:
         state = self._states[hand]
         topics = self._hand_topics[hand]
-        # The state first: it is what the device service waits for.
-        self.client.publish(topics.state, state.model_dump_json(), retain=True)
+        # QoS 0 on purpose: these are retained snapshots, each one replacing the last, and all
+        # are published again on every reconnect, so an acknowledgement would buy nothing
+        # but two more packets per command. The state goes first and on the wire at once:
+        # it is what the device service waits for.
+        self.client.publish(topics.state, state.to_json(), qos=0, retain=True)
+        self.client.flush()
         for finger, angle, old in zip(
             FINGERS,
             state.angles,
@@ -216,7 +221,7 @@ class Arbiter:
             strict=True,
         ):
             if angle != old:
-                self.client.publish(topics.finger(finger), str(angle), retain=True)
+                self.client.publish(topics.finger(finger), str(angle), qos=0, retain=True)
 
     def _reject(
         self,

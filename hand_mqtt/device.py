@@ -151,7 +151,9 @@ class DeviceService:
                 current.owner if current else "another service",
             )
         self.client.on_connect(self._announce)
-        self.client.subscribe(self.topics.state, self._on_state)
+        # QoS 0 on purpose: the retained state is the truth and the newest one always wins,
+        # so a lost intermediate state costs nothing, and each hop saves a PUBACK.
+        self.client.subscribe(self.topics.state, self._on_state, qos=0)
         self._announce()
         self._running.set()
         self._thread = threading.Thread(target=self._run_link, name="hand-mqtt-link", daemon=True)

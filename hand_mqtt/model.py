@@ -6,6 +6,7 @@ always listed in the order of :data:`FINGERS`.
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
@@ -76,6 +77,15 @@ class HandState(_Frozen):
     def angles(self) -> Angles:
         """The five angles in finger order."""
         return (self.index, self.middle, self.ring, self.pinky, self.thumb)
+
+    def to_json(self) -> str:
+        """The payload of the ``state`` topic; what ``model_dump_json`` gives, made faster
+        because the arbiter writes one per command."""
+        return (
+            f'{{"index":{self.index},"middle":{self.middle},"ring":{self.ring},'
+            f'"pinky":{self.pinky},"thumb":{self.thumb},"pose":{json.dumps(self.pose)},'
+            f'"version":{self.version},"transaction":{json.dumps(self.transaction)}}}'
+        )
 
 
 class FirmwareInfo(_Frozen):

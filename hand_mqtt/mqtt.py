@@ -153,6 +153,7 @@ class MqttClient:
         will: Will | None = None,
         keepalive: int = 30,
         name: str = "client",
+        max_inflight: int = 1000,
     ) -> None:
         self.url = url
         self.name = name
@@ -181,6 +182,9 @@ class MqttClient:
             self._paho.will_set(will.topic, will.payload, will.qos, will.retain)
         # paho types the delays as int but sleeps in float seconds: a quarter second first,
         # doubling to 10 s, brings services back quickly after a broker restart.
+        # paho's default of 20 unacknowledged QoS 1 messages throttles a busy service to the
+        # round trip; the broker's own limits still apply.
+        self._paho.max_inflight_messages_set(max_inflight)
         self._paho.reconnect_delay_set(min_delay=cast(int, 0.25), max_delay=10)
         self._keepalive = keepalive
         self._subscriptions: dict[str, int] = {}
@@ -319,6 +323,15 @@ class MqttClient:
                 raise MqttError(f"publishing to {topic!r} failed: {exc}") from None
             if not info.is_published():
                 raise MqttError(f"the broker did not acknowledge a publish to {topic!r}")
+
+    def flush(self) -> None:
+        """From a handler: write what was published so far now, not after the handler returns.
+
+        paho writes queued packets on its next loop turn; a handler that publishes the message
+        others are waiting for, then does more work, saves that turn by flushing first.
+        """
+        if threading.get_ident() == self._network_thread:
+            self._paho.loop_write()
 
     # -- paho callbacks ------------------------------------------------------------------
 

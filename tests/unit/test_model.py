@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,17 @@ def test_bad_hand_names(name: str) -> None:
 def test_bad_base(base: str) -> None:
     with pytest.raises(ConfigError):
         Topics(base)
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        HandState(),
+        HandState(index=0, pose="fist", version=3, transaction="t-1"),
+        HandState(thumb=7, pose='we"ird\\pose', version=2**40, transaction=-5),
+        HandState(ring=1, pose=None, transaction="ünïcode ✋"),
+    ],
+)
+def test_fast_state_json_matches_the_model(state: HandState) -> None:
+    assert json.loads(state.to_json()) == json.loads(state.model_dump_json())
+    assert HandState.model_validate_json(state.to_json()) == state
