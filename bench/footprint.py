@@ -1,0 +1,67 @@
+"""Scenario 5: bytes on the wire, firmware size, idle memory and CPU of each service."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bench.common import Service
+from bench.system import HandSystem
+from hand_mqtt import protocol
+from hand_mqtt.errors import FirmwareError
+from tests.support.brokers import free_port, wait_for_port
+
+BAUD = 115200
+BIT_TIMES_PER_BYTE = 10  # 8N1
+
+
+def wire() -> dict[str, Any]:
+    full = len(protocol.set_all(1, (180, 180, 0, 0, 0)).encode())
+    single = len(protocol.set_some(1, {0: 90}).encode())
+    ack = len(protocol.ack_frame(1, (180, 180, 0, 0, 0)).encode())
+
+    def micros(n: int, baud: int = BAUD) -> float:
+        return n * BIT_TIMES_PER_BYTE / baud * 1e6
+
+    return {
+        "full_bytes": full,
+        "full_us": micros(full),
+        "single_bytes": single,
+        "single_us": micros(single),
+        "ack_bytes": ack,
+        "firmata_full_bytes": 15,
+        "firmata_full_us_57600": micros(15, 57600),
+    }
+
+
+def firmware_size() -> dict[str, Any] | None:
+    from hand_mqtt import firmware
+
+    try:
+        result = firmware.build()
+    except FirmwareError:
+        return None
+    return {"flash_bytes": result.flash_bytes, "ram_bytes": result.ram_bytes}
+
+
+def idle(url: str, seconds: float) -> dict[str, Any]:
+    """Idle RSS and CPU of the arbiter, the device service and the embedded broker."""
+    system = HandSystem(url)
+    port = free_port()
+    broker = Service("broker", "--port", str(port))
+    wait_for_port(port)
+    services = {"arbiter": system.arbiter, "device": system.device, "embedded broker": broker}
+    try:
+        time.sleep(1.0)
+        before = {name: s.cpu_seconds() for name, s in services.items()}
+        time.sleep(seconds)
+        return {
+            name: {
+                "rss_mib": s.rss_kib() / 1024,
+                "cpu_percent": (s.cpu_seconds() - before[name]) / seconds * 100,
+            }
+            for name, s in services.items()
+        }
+    finally:
+        broker.stop()
+        system.stop()
