@@ -23,11 +23,14 @@ from .errors import FirmwareError
 
 __all__ = [
     "BUILD_PACKAGES",
+    "FLASH_BUDGET",
     "FLASH_PACKAGES",
+    "RAM_BUDGET",
     "SIM_PACKAGES",
     "BuildResult",
     "build",
     "build_simulator",
+    "check_flash_target",
     "firmware_dir",
     "flash",
 ]
@@ -40,8 +43,13 @@ FLASH_PACKAGES: Final = "avrdude"
 """Debian packages flashing needs."""
 SIM_PACKAGES: Final = "make gcc simavr libsimavr-dev libelf-dev"
 """Debian packages the simavr runner needs."""
+FLASH_BUDGET: Final = 4096
+"""The Makefile's default flash budget in bytes (text + data)."""
+RAM_BUDGET: Final = 384
+"""The Makefile's default static RAM budget in bytes (data + bss)."""
 
 _ENV_DIR: Final = "HAND_MQTT_FIRMWARE_DIR"
+_ARDUINO_DIR: Final = "/usr/share/arduino/hardware/arduino/avr"  # the Makefile's ARDUINO_DIR
 _SIMAVR_HEADER: Final = Path("/usr/include/simavr/sim_avr.h")
 _OUTPUT_TAIL: Final = 40  # lines of tool output quoted in an error
 
@@ -126,6 +134,12 @@ def build(
     """
     folder = firmware_dir()
     _need("avr-gcc", BUILD_PACKAGES)
+    core = Path(os.environ.get("ARDUINO_DIR") or _ARDUINO_DIR) / "cores" / "arduino"
+    if not (core / "main.cpp").is_file():
+        raise FirmwareError(
+            f"the Arduino AVR core is not at {core}; "
+            f"on Debian/Ubuntu: sudo apt-get install {BUILD_PACKAGES}"
+        )
     build_dir = Path(out_dir).resolve() if out_dir is not None else folder / "build"
     args = [f"BUILD_DIR={build_dir}"]
     if flash_budget is not None:
@@ -163,6 +177,17 @@ def _is_device_path(port: str) -> bool:
     return "://" not in port and (port.startswith("/") or port.startswith("."))
 
 
+def check_flash_target(port: str) -> None:
+    """Raise :class:`FirmwareError` when avrdude is missing or ``port`` is a device path that
+    does not exist (checked before anything slow, such as a build)."""
+    _need("avrdude", FLASH_PACKAGES)
+    if _is_device_path(port) and not Path(port).exists():
+        raise FirmwareError(
+            f"the serial port {port} does not exist; is the Uno plugged in? "
+            "(see `ls /dev/ttyACM* /dev/ttyUSB*`)"
+        )
+
+
 def flash(
     port: str,
     hex_path: Path | str,
@@ -180,11 +205,7 @@ def flash(
     hex_file = Path(hex_path)
     if not hex_file.is_file():
         raise FirmwareError(f"the firmware image {hex_file} does not exist; build it first")
-    if _is_device_path(port) and not Path(port).exists():
-        raise FirmwareError(
-            f"the serial port {port} does not exist; is the Uno plugged in? "
-            "(see `ls /dev/ttyACM* /dev/ttyUSB*`)"
-        )
+    check_flash_target(port)
     command = [
         avrdude, "-p", "atmega328p", "-c", "arduino", "-P", port, "-b", str(baudrate),
         "-U", f"flash:w:{hex_file}:i",

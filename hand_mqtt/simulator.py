@@ -41,7 +41,8 @@ _log = logging.getLogger("hand_mqtt")
 FIRMWARE_VERSION: Final = (1, 0, 0)
 """The version the simulated firmware reports in HELLO."""
 STALE_FRAME_S: Final = 0.050
-"""An incomplete frame is discarded after this much silence."""
+"""After this much silence an incomplete frame's sync byte is dropped and what followed it is
+scanned again (as after a bad LEN or CRC)."""
 _EPSILON_S: Final = 1e-6  # clock jitter tolerance: 0.1 s measured as 0.0999999 still counts
 _ALL_FINGERS: Final = (1 << p.FINGER_COUNT) - 1
 _POWER_ON_TARGETS: Final = (90, 90, 90, 90, 90)
@@ -87,6 +88,7 @@ class SimulatedFirmware:
     def _power_on(self, now: float) -> None:
         self._bad_before_boot += self._decoder.bad_crc + self._decoder.bad_length
         self._decoder.reset()
+        self._rx_tail = b""
         self._targets: tuple[int, int, int, int, int] = _POWER_ON_TARGETS
         self._positions: list[float] = [float(a) for a in self._targets]
         self._config = p.DeviceConfig()
@@ -184,12 +186,19 @@ class SimulatedFirmware:
             out = bytearray(self._tick(now))
             if data:
                 self._last_rx = now
+                # The decoder only ever holds a suffix of the stream (shorter than a frame):
+                # keep that much, so a stale partial frame can be rescanned.
+                self._rx_tail = (self._rx_tail + bytes(data))[-p.MAX_FRAME :]
                 for frame in self._decoder.feed(data):
                     out += self._handle(frame, now)
             return bytes(out)
 
     def poll(self) -> bytes:
-        """Let time pass: motion, stale-frame discard, failsafe. Returns a FAILSAFE or ``b""``."""
+        """Let time pass: motion, stale-frame discard, failsafe.
+
+        Returns what the firmware sends on its own: a FAILSAFE, or the answers to frames found
+        behind a stale sync byte (``b""`` mostly).
+        """
         with self._lock:
             return self._tick(self._clock())
 
@@ -197,17 +206,36 @@ class SimulatedFirmware:
 
     def _tick(self, now: float) -> bytes:
         self._advance(now)
+        out = b""
         if self._decoder.pending and now - self._last_rx >= STALE_FRAME_S - _EPSILON_S:
-            self._decoder.discard()
-            self.stale_discards += 1
+            out += self._drop_stale(now)
         timeout_ms = self._config.failsafe_timeout_ms
         if (
             timeout_ms
             and self._failsafe_armed
             and now - self._last_valid >= timeout_ms / 1000.0 - _EPSILON_S
         ):
-            return self._fire_failsafe()
-        return b""
+            out += self._fire_failsafe()
+        return out
+
+    def _drop_stale(self, now: float) -> bytes:
+        """Give up on the incomplete frame held back: drop its sync byte and scan what followed.
+
+        As after a bad LEN or CRC, scanning resumes right after the offending sync byte, so a
+        complete frame that arrived behind it is still found (and answered). Every byte held is
+        stale, so this repeats until nothing is held.
+        """
+        self.stale_discards += 1
+        out = bytearray()
+        held = self._rx_tail[len(self._rx_tail) - self._decoder.pending :]
+        while held:
+            self._decoder.discard()
+            held = held[1:]
+            for frame in self._decoder.feed(held):
+                out += self._handle(frame, now)
+            held = held[len(held) - self._decoder.pending :] if self._decoder.pending else b""
+        self._rx_tail = b""
+        return bytes(out)
 
     def _fire_failsafe(self) -> bytes:
         self._failsafe_armed = False
@@ -275,6 +303,8 @@ class SimulatedFirmware:
                 self._set_targets(request.apply(self._targets), mask)
             case p.Configure(config=config):
                 self._config = config
+                if config.speed_dps == 0:  # no speed: every servo is at its target at once
+                    self._positions = [float(a) for a in self._targets]
             case p.Heartbeat():
                 pass
         return p.ack_frame(frame.seq, self._targets, self._status()).encode()

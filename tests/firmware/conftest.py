@@ -6,7 +6,6 @@ Locally a missing toolchain skips these tests with the apt-get line to fix it; i
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -14,19 +13,13 @@ import pytest
 
 from hand_mqtt import firmware
 from hand_mqtt.firmware import BuildResult
+from tests.conftest import need
 
-IN_CI = os.environ.get("CI") == "true"
+__all__ = ["BUILD_TOOLS", "FIRMWARE_DIR", "SIMAVR_HEADER", "missing", "need"]
+
 BUILD_TOOLS = ("make", "avr-gcc", "avr-g++", "avr-gcc-ar", "avr-objcopy", "avr-size")
 SIMAVR_HEADER = Path("/usr/include/simavr/sim_avr.h")
 FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
-
-
-def need(condition: bool, reason: str) -> None:
-    """Skip when something optional is missing locally; in CI a missing part is a failure."""
-    if not condition:
-        if IN_CI:
-            pytest.fail(f"{reason} (CI must have it)")
-        pytest.skip(reason)
 
 
 def missing(tools: tuple[str, ...]) -> list[str]:

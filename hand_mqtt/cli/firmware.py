@@ -1,0 +1,118 @@
+"""``hand-mqtt firmware``: build the bundled Arduino Uno firmware and flash it with avrdude."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hand_mqtt import firmware as fw
+from hand_mqtt.firmware import BuildResult
+
+from .common import VerboseOption, handle_errors, setup_logging
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Build the bundled Arduino Uno firmware and flash it (make, avr-gcc, avrdude).",
+    no_args_is_help=True,
+)
+
+# avrdude redraws its progress bar ("Writing | ####  | 40% 0.21s") on one line.
+_PROGRESS = re.compile(r"^(Reading|Writing) \|.*\| *(\d+)%")
+
+
+def _report(result: BuildResult) -> None:
+    typer.echo(
+        f"flash {result.flash_bytes} / {fw.FLASH_BUDGET} bytes, "
+        f"RAM {result.ram_bytes} / {fw.RAM_BUDGET} bytes"
+    )
+    typer.echo(f"ELF {result.elf}")
+    typer.echo(f"HEX {result.hex}")
+
+
+@app.command()
+def build(
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Build folder (default: firmware/build in the checkout).",
+            file_okay=False,
+        ),
+    ] = None,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Build hand.elf and hand.hex with make and check them against the size budget."""
+    setup_logging(verbose, service=False)
+    with handle_errors():
+        result = fw.build(out)
+    _report(result)
+
+
+class _Progress:
+    """Prints avrdude's output; its progress bar is redrawn in place on a terminal."""
+
+    def __init__(self) -> None:
+        self._tty = sys.stdout.isatty()
+        self._open_bar = False
+
+    def __call__(self, line: str) -> None:
+        bar = _PROGRESS.match(line)
+        if bar is not None and self._tty:
+            sys.stdout.write("\r" + line)
+            sys.stdout.flush()
+            self._open_bar = int(bar.group(2)) < 100
+            if not self._open_bar:
+                sys.stdout.write("\n")
+            return
+        if bar is not None and int(bar.group(2)) < 100:
+            return  # not a terminal: only the finished bar, not every step of it
+        self.finish()
+        typer.echo(line)
+
+    def finish(self) -> None:
+        if self._open_bar:
+            sys.stdout.write("\n")
+            self._open_bar = False
+
+
+@app.command()
+def flash(
+    port: Annotated[
+        str,
+        typer.Option(
+            "--port",
+            "-p",
+            envvar="HAND_MQTT_SERIAL",
+            help="The Uno's serial port: /dev/ttyACM0, /dev/ttyUSB0, …",
+        ),
+    ],
+    hex_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--hex", help="Image to write (default: build the firmware first).", dir_okay=False
+        ),
+    ] = None,
+    baudrate: Annotated[int, typer.Option(help="Bootloader speed (Uno: 115200).")] = 115200,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Write the firmware to an Arduino Uno through its bootloader with avrdude."""
+    setup_logging(verbose, service=False)
+    progress = _Progress()
+    with handle_errors():
+        fw.check_flash_target(port)  # before a build: say at once what is missing
+        if hex_file is None:
+            result = fw.build()
+            _report(result)
+            hex_file = result.hex
+        typer.echo(f"flashing {hex_file} to {port}")
+        try:
+            fw.flash(port, hex_file, progress, baudrate=baudrate)
+        finally:
+            progress.finish()
+    typer.echo(f"flashed {hex_file} to {port}")

@@ -1,0 +1,253 @@
+"""The firmware's behaviour on the wire, as docs/serial-protocol.md describes it.
+
+Each test runs against the Python simulator and against the real firmware in simavr (see
+conftest.py); where the two disagree, one of them is wrong. Timings are real: the emulator runs
+throttled to wall-clock time, so the margins allow for a loaded machine but not for a wrong rule.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+
+from hand_mqtt import protocol as p
+from tests.behaviour.wire import Wire, line_noise
+
+POWER_ON = (90, 90, 90, 90, 90)
+OPEN = (180, 180, 180, 180, 180)
+
+
+def configure_payload(
+    timeout_ms: int = 0, action: int = 0, pose: tuple[int, ...] = OPEN, speed: int = 0
+) -> bytes:
+    """A CONFIGURE payload with any values, valid or not."""
+    return struct.pack("<HB5BH", timeout_ms, action, *pose, speed)
+
+
+# -- boot and hello --------------------------------------------------------------------------
+
+
+def test_boot_hello_then_hello_request(booted: tuple[Wire, p.Hello]) -> None:
+    wire, boot = booted
+    assert boot == p.Hello(seq=0, protocol=1, firmware=(1, 0, 0), finger_count=5, status=0), boot
+    assert wire.silent_for(0.2), "more than one HELLO at boot"
+    for seq in (42, 0, 255):
+        hello = wire.request(p.hello_request(seq), p.Hello)
+        assert hello == p.Hello(seq=seq, protocol=1, firmware=(1, 0, 0), finger_count=5, status=0)
+    # A hello request changes nothing: the power-on targets are still there.
+    assert wire.request(p.heartbeat(1), p.Ack).angles == POWER_ON
+
+
+# -- SET_ALL / SET_SOME / HEARTBEAT / CONFIGURE -----------------------------------------------
+
+
+def test_set_all_is_acked_with_the_applied_angles(wire: Wire) -> None:
+    for seq, angles in enumerate([(0, 45, 90, 135, 180), (180, 0, 180, 0, 180), (7,) * 5], 1):
+        ack = wire.request(p.set_all(seq, angles), p.Ack)
+        assert ack.angles == angles
+        assert ack.status == 0
+
+
+def test_set_some_is_acked_with_all_five_targets(wire: Wire) -> None:
+    ack = wire.request(p.set_some(1, {1: 30, 3: 150}), p.Ack)
+    assert ack.angles == (90, 30, 90, 150, 90)  # the others keep their power-on 90
+    ack = wire.request(p.set_some(2, {0: 0, 4: 180}), p.Ack)
+    assert ack.angles == (0, 30, 90, 150, 180)
+    ack = wire.request(p.set_some(3, dict.fromkeys(range(5), 11)), p.Ack)
+    assert ack.angles == (11, 11, 11, 11, 11)
+    assert ack.status == 0
+
+
+def test_heartbeat_is_acked_and_changes_nothing(wire: Wire) -> None:
+    assert wire.request(p.heartbeat(9), p.Ack) == p.Ack(9, POWER_ON, 0)
+    wire.request(p.set_all(10, (1, 2, 3, 4, 5)), p.Ack)
+    assert wire.request(p.heartbeat(11), p.Ack) == p.Ack(11, (1, 2, 3, 4, 5), 0)
+
+
+def test_configure_is_acked_and_keeps_the_targets(wire: Wire) -> None:
+    wire.request(p.set_all(1, (10, 20, 30, 40, 50)), p.Ack)
+    config = p.DeviceConfig(
+        failsafe_timeout_ms=5000,
+        failsafe_action=p.FailsafeAction.SAFE_POSE,
+        safe_pose=(0, 0, 0, 0, 0),
+        speed_dps=0,
+    )
+    ack = wire.request(p.configure(2, config), p.Ack)
+    assert ack == p.Ack(2, (10, 20, 30, 40, 50), 0)
+
+
+NACKS: list[tuple[str, p.Frame, p.NackReason]] = [
+    ("an unknown type", p.Frame(0x7F, 1), p.NackReason.UNKNOWN_TYPE),
+    ("a firmware type sent by the host", p.Frame(0x82, 2, bytes(6)), p.NackReason.UNKNOWN_TYPE),
+    ("SET_ALL with four angles", p.Frame(0x01, 3, bytes(4)), p.NackReason.BAD_LENGTH),
+    ("SET_ALL with six angles", p.Frame(0x01, 4, bytes(6)), p.NackReason.BAD_LENGTH),
+    ("SET_ALL with 181", p.Frame(0x01, 5, bytes((0, 0, 181, 0, 0))), p.NackReason.BAD_ANGLE),
+    ("SET_SOME without a mask", p.Frame(0x02, 6), p.NackReason.BAD_LENGTH),
+    ("SET_SOME with mask 0", p.Frame(0x02, 7, bytes((0,))), p.NackReason.BAD_MASK),
+    ("SET_SOME with bit 5", p.Frame(0x02, 8, bytes((0x21, 9, 9))), p.NackReason.BAD_MASK),
+    ("SET_SOME, 2 bits, 1 angle", p.Frame(0x02, 9, bytes((0x03, 9))), p.NackReason.BAD_LENGTH),
+    ("SET_SOME with 255", p.Frame(0x02, 10, bytes((0x10, 255))), p.NackReason.BAD_ANGLE),
+    ("HEARTBEAT with a payload", p.Frame(0x03, 11, b"\x00"), p.NackReason.BAD_LENGTH),
+    ("HELLO_REQUEST with a payload", p.Frame(0x04, 12, b"\x01\x02"), p.NackReason.BAD_LENGTH),
+    ("CONFIGURE with 9 bytes", p.Frame(0x05, 13, bytes(9)), p.NackReason.BAD_LENGTH),
+    (
+        "CONFIGURE with action 2",
+        p.Frame(0x05, 14, configure_payload(timeout_ms=100, action=2)),
+        p.NackReason.BAD_CONFIG,
+    ),
+    (
+        "CONFIGURE with a safe pose of 181",
+        p.Frame(0x05, 15, configure_payload(100, 1, (0, 0, 0, 0, 181))),
+        p.NackReason.BAD_CONFIG,
+    ),
+]
+
+
+def test_every_nack_reason_and_a_nacked_frame_changes_nothing(wire: Wire) -> None:
+    assert {reason for _name, _frame, reason in NACKS} == set(p.NackReason)
+    for name, frame, reason in NACKS:
+        nack = wire.request(frame, p.Nack)
+        assert nack.reason == reason, f"{name}: NACK {nack.reason!r}, expected {reason!r}"
+    # Nothing moved, and the refused CONFIGUREs (100 ms failsafe) did not take effect.
+    assert wire.silent_for(0.4), "a refused CONFIGURE armed the failsafe"
+    assert wire.request(p.heartbeat(99), p.Ack) == p.Ack(99, POWER_ON, 0)
+
+
+# -- failsafe --------------------------------------------------------------------------------
+
+
+def wait_for_failsafe(wire: Wire, configured_s: float) -> tuple[p.Failsafe, float]:
+    started = time.monotonic()
+    frame = wire.read_frame(timeout=configured_s + 2.0)
+    waited = time.monotonic() - started
+    assert frame is not None, "the failsafe did not fire"
+    assert frame.seq == 0, "FAILSAFE is sent unprompted, with SEQ 0"
+    failsafe = p.parse_reply(frame)
+    assert isinstance(failsafe, p.Failsafe), failsafe
+    return failsafe, waited
+
+
+def test_failsafe_hold_keeps_the_targets_and_says_so(wire: Wire) -> None:
+    config = p.DeviceConfig(failsafe_timeout_ms=300, failsafe_action=p.FailsafeAction.HOLD)
+    wire.request(p.configure(1, config), p.Ack)
+    angles = (5, 50, 95, 140, 175)
+    wire.request(p.set_all(2, angles), p.Ack)
+    # Heartbeats well inside the timeout keep it quiet...
+    for seq in range(3, 9):
+        time.sleep(0.1)
+        assert wire.request(p.heartbeat(seq), p.Ack).status == 0
+    # ...silence does not.
+    failsafe, waited = wait_for_failsafe(wire, 0.3)
+    assert 0.25 <= waited <= 0.8, f"failsafe after {waited:.3f} s, configured 0.300 s"
+    assert failsafe == p.Failsafe(angles=angles, status=p.STATUS_FAILSAFE)
+    assert wire.silent_for(0.6), "the failsafe fired twice in one silence"
+    # The flag stays until a SET; heartbeats and hello requests report it.
+    assert wire.request(p.heartbeat(10), p.Ack) == p.Ack(10, angles, p.STATUS_FAILSAFE)
+    assert wire.request(p.hello_request(11), p.Hello).status == p.STATUS_FAILSAFE
+    assert wire.request(p.set_some(12, {0: 6}), p.Ack).status == 0
+
+
+def test_failsafe_moves_to_the_safe_pose(wire: Wire) -> None:
+    pose = (10, 20, 30, 40, 50)
+    config = p.DeviceConfig(
+        failsafe_timeout_ms=300, failsafe_action=p.FailsafeAction.SAFE_POSE, safe_pose=pose
+    )
+    wire.request(p.configure(1, config), p.Ack)
+    wire.request(p.set_all(2, (150, 150, 150, 150, 150)), p.Ack)
+    failsafe, waited = wait_for_failsafe(wire, 0.3)
+    assert 0.25 <= waited <= 0.8, f"failsafe after {waited:.3f} s, configured 0.300 s"
+    assert failsafe == p.Failsafe(angles=pose, status=p.STATUS_FAILSAFE)
+    assert wire.request(p.heartbeat(3), p.Ack) == p.Ack(3, pose, p.STATUS_FAILSAFE)
+    # A heartbeat re-arms it: the next silence fires it again.
+    failsafe, _waited = wait_for_failsafe(wire, 0.3)
+    assert failsafe.angles == pose
+    assert wire.request(p.set_all(4, (90, 90, 90, 90, 90)), p.Ack).status == 0
+
+
+# -- the receiver: stale partial frames, garbage, resynchronisation ---------------------------
+
+
+def test_a_partial_frame_survives_a_short_pause(wire: Wire) -> None:
+    data = p.set_all(1, (1, 2, 3, 4, 5)).encode()
+    wire.write(data[:6])
+    time.sleep(0.02)
+    wire.write(data[6:])
+    assert wire.expect(p.Ack) == p.Ack(1, (1, 2, 3, 4, 5), 0)
+
+
+def test_a_stale_partial_frame_is_dropped_after_50_ms(wire: Wire) -> None:
+    # A sync byte claiming 16 payload bytes, then silence: without the rule the next frame
+    # would be swallowed as the rest of it.
+    wire.write(bytes((p.SYNC, 16, 0x01, 0x05)))
+    time.sleep(0.12)
+    assert wire.request(p.heartbeat(5), p.Ack) == p.Ack(5, POWER_ON, 0)
+
+
+def test_a_frame_held_behind_a_stale_sync_byte_is_found_after_50_ms(wire: Wire) -> None:
+    # "Resume scanning right after the offending sync byte": the held bytes are scanned again,
+    # so the complete SET_ALL behind the false start is acted on once the false start is stale.
+    hidden = p.set_all(7, (12, 34, 56, 78, 90)).encode()
+    wire.write(bytes((p.SYNC, 16)) + hidden)
+    sent = time.monotonic()
+    assert wire.silent_for(0.025), "answered before the partial frame went stale"
+    ack = wire.expect(p.Ack, timeout=1.0)
+    waited = time.monotonic() - sent
+    assert ack == p.Ack(7, (12, 34, 56, 78, 90), 0)
+    assert 0.045 <= waited <= 0.5, f"found after {waited:.3f} s"
+    # Two false starts in a row: both are dropped in turn.
+    hidden = p.heartbeat(8).encode()
+    wire.write(bytes((p.SYNC, 15, p.SYNC, 12)) + hidden)
+    assert wire.expect(p.Ack, timeout=1.0) == p.Ack(8, (12, 34, 56, 78, 90), 0)
+
+
+def test_frames_hidden_after_a_false_sync_byte_are_found(wire: Wire) -> None:
+    seq = 20
+    # A sync byte with LEN > 16.
+    wire.write(bytes((p.SYNC, 0xFF)) + p.set_all(seq, (1, 1, 1, 1, 1)).encode())
+    assert wire.expect(p.Ack) == p.Ack(seq, (1, 1, 1, 1, 1), 0)
+    # A sync byte whose LEN swallows the start of the real frame: its CRC cannot match.
+    real = p.set_all(seq + 1, (2, 3, 4, 5, 6)).encode()
+    false_start = bytes((p.SYNC, 3))
+    swallowed = false_start + real[: 3 + 3]
+    assert p.crc8(swallowed[1:]) != real[6], "pick other angles: the false frame is valid"
+    wire.write(false_start + real)
+    assert wire.expect(p.Ack) == p.Ack(seq + 1, (2, 3, 4, 5, 6), 0)
+    # A whole frame with a bad CRC that carries a real frame in its payload.
+    inner = p.heartbeat(seq + 2).encode()  # 5 bytes
+    outer = bytearray(p.Frame(0x01, 0x33, inner + b"\x00").encode())
+    outer[-1] ^= 0xFF
+    wire.write(bytes(outer))
+    assert wire.expect(p.Ack) == p.Ack(seq + 2, (2, 3, 4, 5, 6), 0)
+    assert wire.silent_for(0.1)
+
+
+def test_garbage_never_acts(wire: Wire) -> None:
+    angles = (20, 40, 60, 80, 100)
+    wire.request(p.set_all(1, angles), p.Ack)
+    garbage = line_noise(20240501)
+    for start in range(0, len(garbage), 64):
+        wire.write(bytes(garbage[start : start + 64]))
+        time.sleep(0.01)
+    assert wire.silent_for(0.3), "the hand answered garbage"
+    # Not wedged, and nothing moved.
+    assert wire.request(p.heartbeat(50), p.Ack) == p.Ack(50, angles, 0)
+
+
+# -- motion speed ----------------------------------------------------------------------------
+
+
+def test_motion_speed_sets_moving_then_clears_it(wire: Wire) -> None:
+    wire.request(p.configure(1, p.DeviceConfig(speed_dps=180)), p.Ack)
+    ack = wire.request(p.set_all(2, (0, 0, 0, 0, 0)), p.Ack)
+    assert ack.status == p.STATUS_MOVING  # 90 degrees at 180 deg/s: half a second
+    started = time.monotonic()
+    time.sleep(0.2)
+    assert wire.request(p.heartbeat(3), p.Ack).status == p.STATUS_MOVING
+    time.sleep(max(0.0, 0.75 - (time.monotonic() - started)))
+    assert wire.request(p.heartbeat(4), p.Ack) == p.Ack(4, (0, 0, 0, 0, 0), 0)
+    # A single finger moving is enough for the flag.
+    ack = wire.request(p.set_some(5, {4: 90}), p.Ack)
+    assert ack.status == p.STATUS_MOVING
+    # Speed 0 again: every servo is at its target at once, so nothing is moving.
+    ack = wire.request(p.configure(6, p.DeviceConfig(speed_dps=0)), p.Ack)
+    assert ack == p.Ack(6, (0, 0, 0, 0, 90), 0)
