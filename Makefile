@@ -9,7 +9,7 @@ DEB_PACKAGES := mosquitto mosquitto-clients gcc-avr avr-libc arduino-core-avr si
 	libsimavr-dev libelf-dev avrdude xvfb xdotool python3-tk docker-compose
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help run test deps lint typecheck pytest firmware bench clean
+.PHONY: help run test deps lint typecheck compose-check pytest firmware bench clean
 
 help:
 	@echo "make run    set up and run broker + arbiter + device service on a simulated hand"
@@ -43,10 +43,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# compose.yaml, checked offline: docker-compose's own parser (the passwords are placeholders,
+# compose refuses to start without them) and the compose-spec JSON schema.
+compose-check: $(STAMP) deps
+	HAND_ARBITER_PASSWORD=check HAND_DEVICE_PASSWORD=check docker-compose -f compose.yaml config -q
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
+
 pytest: $(STAMP) deps
 	$(BIN)/pytest
 
-test: deps $(STAMP) lint typecheck pytest
+test: deps $(STAMP) lint typecheck compose-check pytest
 
 bench: $(STAMP) deps
 	$(BIN)/python -m bench

@@ -135,12 +135,18 @@ class AmqttProcess:
         self.stop()
 
 
+def shipped_queue_limits() -> str:
+    """The queue limits of broker/mosquitto.conf, so the benchmarks run what we ship."""
+    lines = (ROOT / "broker" / "mosquitto.conf").read_text().splitlines()
+    wanted = ("max_queued_", "max_inflight")
+    return "".join(f"{line}\n" for line in lines if line.startswith(wanted))
+
+
 @contextmanager
 def broker_process(kind: str) -> Iterator[RunningBroker]:
     broker: RunningBroker
     if kind == "mosquitto":
-        # As shipped in broker/mosquitto.conf: never drop a client's queued QoS 1 messages.
-        broker = MosquittoProcess(extra_config="max_queued_messages 0\n")
+        broker = MosquittoProcess(extra_config=shipped_queue_limits())
         broker.start()
     else:
         broker = AmqttProcess()

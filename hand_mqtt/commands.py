@@ -84,7 +84,7 @@ def _delta(value: Any, what: str) -> int:
 
 
 def _whole_number(value: Any, what: str, kind: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):  # noqa: UP038
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise CommandError(f"{what}: {kind} must be a whole number of degrees, not {value!r}")
     if isinstance(value, float):
         if not math.isfinite(value) or not value.is_integer():

@@ -632,7 +632,7 @@ class PtyHand(_Transport):
 
 
 class SocketHand(_Transport):
-    """A simulated hand behind a TCP port on 127.0.0.1: open :attr:`url` with pyserial.
+    """A simulated hand behind a TCP port (``host``, loopback by default): open :attr:`url`.
 
     One client at a time (a second connection is closed at once). Bytes the firmware sends
     while nobody is connected are kept (bounded) for the next client, like the pty's buffer;
@@ -644,10 +644,12 @@ class SocketHand(_Transport):
         self,
         port: int = 0,
         *,
+        host: str = "127.0.0.1",
         firmware: SimulatedFirmware | None = None,
         on_frame: FrameListener | None = None,
     ) -> None:
         super().__init__(firmware, on_frame)
+        self._host = host
         self._port = port
         self._listener: socket.socket | None = None
         self._client: socket.socket | None = None
@@ -660,7 +662,8 @@ class SocketHand(_Transport):
     @property
     def url(self) -> str:
         """``socket://127.0.0.1:PORT`` for ``serial.serial_for_url``."""
-        return f"socket://127.0.0.1:{self._port}"
+        host = "127.0.0.1" if self._host in ("", "0.0.0.0") else self._host
+        return f"socket://{host}:{self._port}"
 
     @property
     def connected(self) -> bool:
@@ -673,7 +676,7 @@ class SocketHand(_Transport):
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind(("127.0.0.1", self._port))
+            listener.bind((self._host, self._port))
             listener.listen(1)
             listener.setblocking(False)
         except BaseException:

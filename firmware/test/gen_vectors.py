@@ -105,9 +105,7 @@ def generate(vectors: dict[str, Any]) -> str:
         if not isinstance(frames, list):
             raise VectorError(f"{where}: 'frames' must be a list")
         list_name = f"stream_frames_{i}"
-        items = ", ".join(
-            em.blob(parse_hex(f, f"{where} frame {k}")) for k, f in enumerate(frames)
-        )
+        items = ", ".join(em.blob(parse_hex(f, f"{where} frame {k}")) for k, f in enumerate(frames))
         body.append(f"static const Bytes {list_name}[] = {{{items or '{nullptr, 0}'}}};")
         stream_rows.append(
             f"    {{{c_string(str(entry.get('name', i)))}, "

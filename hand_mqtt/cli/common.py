@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
 
-from hand_mqtt.errors import HandMqttError
+from hand_mqtt.errors import ConfigError, HandMqttError
 from hand_mqtt.mqtt import DEFAULT_BROKER, BrokerUrl
 from hand_mqtt.topics import Topics
 
@@ -91,7 +94,30 @@ def handle_errors() -> Iterator[None]:
 
 
 def broker_url(url: str, ca_file: str | None = None) -> BrokerUrl:
-    return BrokerUrl.parse(url, ca_file=ca_file)
+    """The broker URL, with TLS client settings and a password file from the environment.
+
+    ``HAND_MQTT_CERT_FILE`` / ``HAND_MQTT_KEY_FILE``: a client certificate;
+    ``HAND_MQTT_INSECURE=1``: do not verify the broker's certificate (tests only);
+    ``HAND_MQTT_PASSWORD_FILE``: read the password from a file (a Docker secret) instead of
+    the URL.
+    """
+    parsed = BrokerUrl.parse(
+        url,
+        ca_file=ca_file,
+        cert_file=os.environ.get("HAND_MQTT_CERT_FILE") or None,
+        key_file=os.environ.get("HAND_MQTT_KEY_FILE") or None,
+        insecure=os.environ.get("HAND_MQTT_INSECURE", "") in ("1", "true", "yes"),
+    )
+    password_file = os.environ.get("HAND_MQTT_PASSWORD_FILE")
+    if password_file:
+        try:
+            password = Path(password_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the password file {password_file}: {exc.strerror}"
+            ) from None
+        parsed = dataclasses.replace(parsed, password=password)
+    return parsed
 
 
 def topics(base: str) -> Topics:

@@ -109,14 +109,54 @@ SpeedOption = Annotated[
 def broker(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 1883,
+    password_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--password-file",
+            envvar="HAND_MQTT_PASSWORD_FILE",
+            help="Mosquitto password file: only these users get in (hand-mqtt users add ...).",
+            dir_okay=False,
+        ),
+    ] = None,
+    acl_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--acl-file",
+            envvar="HAND_MQTT_ACL_FILE",
+            help="Mosquitto ACL file: check every publish and subscription against it.",
+            dir_okay=False,
+        ),
+    ] = None,
+    allow_anonymous: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-anonymous/--no-anonymous",
+            help="Let clients without a user name in (default: only without --password-file).",
+        ),
+    ] = None,
+    websockets: Annotated[
+        int | None,
+        typer.Option(
+            "--websockets", help="Also serve MQTT over websockets on this port.", min=0, max=65535
+        ),
+    ] = None,
     verbose: VerboseOption = 0,
 ) -> None:
     """Run the embedded MQTT broker (amqtt) until Ctrl-C."""
     setup_logging(verbose, service=True)
     with handle_errors():
-        embedded = EmbeddedBroker(host, port)
+        embedded = EmbeddedBroker(
+            host,
+            port,
+            password_file=password_file,
+            acl_file=acl_file,
+            allow_anonymous=allow_anonymous,
+            websockets_port=websockets,
+        )
         embedded.start()
     typer.echo(f"broker listening on {embedded.url}", err=True)
+    if embedded.websockets_url is not None:
+        typer.echo(f"websockets on {embedded.websockets_url}", err=True)
     try:
         wait_for_signal()
     finally:
@@ -245,12 +285,15 @@ def simulate(
     link: Annotated[
         Path | None, typer.Option("--link", help="Directory for the pty's stable symlink.")
     ] = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Address for --tcp (0.0.0.0: every interface).")
+    ] = "127.0.0.1",
     verbose: VerboseOption = 0,
 ) -> None:
     """Run a simulated hand (the firmware's behaviour in Python) on a pty or a TCP port."""
     setup_logging(verbose, service=True)
     hand: PtyHand | SocketHand = (
-        SocketHand(port=tcp) if tcp is not None else PtyHand(directory=link)
+        SocketHand(port=tcp, host=host) if tcp is not None else PtyHand(directory=link)
     )
     hand.start()
     where = hand.url if isinstance(hand, SocketHand) else hand.path

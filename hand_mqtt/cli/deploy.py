@@ -1,0 +1,293 @@
+"""Commands for running hand-mqtt in production: users and rights, health checks.
+
+``hand-mqtt users add NAME --role ROLE`` writes the Mosquitto password file and the ACL file
+(both brokers read them); ``hand-mqtt health arbiter|device`` exits 0 when the service's retained
+availability says ``online``, for container health checks and monitoring.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hand_mqtt.errors import ConfigError
+from hand_mqtt.model import Reported
+from hand_mqtt.mqtt import Message, MqttClient
+from hand_mqtt.security import (
+    DEFAULT_ITERATIONS,
+    Role,
+    check_username,
+    hash_password,
+    new_password,
+    read_password_file,
+    read_roles,
+    render_acl,
+    write_password_file,
+    write_private,
+)
+from hand_mqtt.topics import validate_hand_name
+
+from .common import (
+    DEFAULT_BASE,
+    DEFAULT_BROKER,
+    DEFAULT_HAND,
+    BaseOption,
+    BrokerOption,
+    CaFileOption,
+    HandOption,
+    VerboseOption,
+    broker_url,
+    fail,
+    handle_errors,
+    setup_logging,
+    topics,
+)
+
+__all__ = ["register"]
+
+users_app = typer.Typer(
+    help="Manage broker users: passwords (Mosquitto's password file) and roles (the ACL file).",
+    no_args_is_help=True,
+)
+
+PasswordFileOption = Annotated[
+    Path,
+    typer.Option(
+        "--password-file",
+        envvar="HAND_MQTT_PASSWORD_FILE",
+        help="Mosquitto password file to update.",
+        dir_okay=False,
+    ),
+]
+AclFileOption = Annotated[
+    Path,
+    typer.Option(
+        "--acl-file",
+        envvar="HAND_MQTT_ACL_FILE",
+        help="Mosquitto ACL file to update.",
+        dir_okay=False,
+    ),
+]
+PasswordStdinOption = Annotated[
+    bool,
+    typer.Option(
+        "--password-stdin",
+        help="Read the password from the first line of stdin instead of making one up.",
+    ),
+]
+DEFAULT_PASSWORD_FILE = Path("broker/passwd")
+DEFAULT_ACL_FILE = Path("broker/acl")
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the main application."""
+    app.add_typer(users_app, name="users")
+    app.command("health")(health)
+
+
+def _read_acl(path: Path) -> tuple[str | None, dict[str, Role]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read the ACL file {path}: {exc.strerror}") from None
+    return read_roles(text)
+
+
+def _password(from_stdin: bool) -> tuple[str, bool]:
+    """The password to set, and whether we made it up (then it must be shown once)."""
+    if not from_stdin:
+        return new_password(), True
+    line = sys.stdin.readline().rstrip("\r\n")
+    if not line:
+        raise ConfigError("no password on stdin")
+    return line, False
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="User name (what clients give as their user).")],
+    role: Annotated[Role, typer.Option("--role", "-r", help="What the user may do.")],
+    password_stdin: PasswordStdinOption = False,
+    password_file: PasswordFileOption = DEFAULT_PASSWORD_FILE,
+    acl_file: AclFileOption = DEFAULT_ACL_FILE,
+    base: BaseOption = DEFAULT_BASE,
+    iterations: Annotated[
+        int, typer.Option(help="PBKDF2 rounds for the hash.", min=1, max=10_000_000)
+    ] = DEFAULT_ITERATIONS,
+) -> None:
+    """Add a user (or change an existing one's role and password).
+
+    A new random password is printed on stdout, once; nothing else is. Keep it in the service's
+    environment (.env for docker compose) or hand it to the person.
+    """
+    with handle_errors():
+        check_username(name)
+        topics(base)
+        file_base, roles = _read_acl(acl_file)
+        if file_base is not None and file_base != base:
+            raise ConfigError(
+                f"{acl_file} is for base topic {file_base!r}, not {base!r}; pass --base {file_base}"
+            )
+        password, made_up = _password(password_stdin)
+        users = read_password_file(password_file)
+        users[name] = hash_password(password, iterations=iterations)
+        roles[name] = role
+        write_password_file(password_file, users)
+        write_private(acl_file, render_acl(roles, base))
+        if acl_file.stat().st_mode & 0o077 == 0:
+            # The ACL holds no secret, and the broker (another user) must read it.
+            acl_file.chmod(0o644)
+    typer.echo(f"{name}: role {role.value}; {password_file} and {acl_file} updated", err=True)
+    if made_up:
+        typer.echo(password)
+
+
+@users_app.command("passwd")
+def users_passwd(
+    name: Annotated[str, typer.Argument(help="An existing user.")],
+    password_stdin: PasswordStdinOption = False,
+    password_file: PasswordFileOption = DEFAULT_PASSWORD_FILE,
+    iterations: Annotated[
+        int, typer.Option(help="PBKDF2 rounds for the hash.", min=1, max=10_000_000)
+    ] = DEFAULT_ITERATIONS,
+) -> None:
+    """Give an existing user a new password (printed on stdout when made up)."""
+    with handle_errors():
+        users = read_password_file(password_file)
+        if name not in users:
+            raise ConfigError(f"{name!r} is not in {password_file}; add it with `users add`")
+        password, made_up = _password(password_stdin)
+        users[name] = hash_password(password, iterations=iterations)
+        write_password_file(password_file, users)
+    typer.echo(f"{name}: new password in {password_file}", err=True)
+    if made_up:
+        typer.echo(password)
+
+
+@users_app.command("remove")
+def users_remove(
+    name: Annotated[str, typer.Argument(help="The user to remove.")],
+    password_file: PasswordFileOption = DEFAULT_PASSWORD_FILE,
+    acl_file: AclFileOption = DEFAULT_ACL_FILE,
+) -> None:
+    """Remove a user from both files."""
+    with handle_errors():
+        users = read_password_file(password_file)
+        file_base, roles = _read_acl(acl_file)
+        if name not in users and name not in roles:
+            raise ConfigError(f"there is no user {name!r}")
+        users.pop(name, None)
+        roles.pop(name, None)
+        write_password_file(password_file, users)
+        write_private(acl_file, render_acl(roles, file_base or DEFAULT_BASE))
+    typer.echo(f"{name}: removed", err=True)
+
+
+@users_app.command("list")
+def users_list(
+    password_file: PasswordFileOption = DEFAULT_PASSWORD_FILE,
+    acl_file: AclFileOption = DEFAULT_ACL_FILE,
+) -> None:
+    """List users, their roles, and whether they have a password."""
+    with handle_errors():
+        users = read_password_file(password_file)
+        file_base, roles = _read_acl(acl_file)
+    typer.echo(f"base topic: {file_base or DEFAULT_BASE}")
+    for name in sorted(set(users) | set(roles)):
+        role = roles[name].value if name in roles else "(no rights)"
+        note = "" if name in users else "  (no password: cannot log in)"
+        typer.echo(f"{name:<24} {role}{note}")
+
+
+class Service(enum.StrEnum):
+    arbiter = "arbiter"
+    device = "device"
+
+
+def health(
+    service: Annotated[Service, typer.Argument(help="Which service to check.")],
+    require_link: Annotated[
+        bool,
+        typer.Option(
+            "--require-link", help="device: also require the serial link to the hand to be up."
+        ),
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", "-t", help="Seconds to wait for an answer.", min=0.1)
+    ] = 5.0,
+    broker: BrokerOption = DEFAULT_BROKER,
+    ca_file: CaFileOption = None,
+    base: BaseOption = DEFAULT_BASE,
+    hand: HandOption = DEFAULT_HAND,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Exit 0 when the service says it is online (its retained availability), else 1.
+
+    arbiter: ``<base>/bridge/state``; device: ``<base>/<hand>/availability`` (and, with
+    --require-link, ``reported.link``). Meant for container health checks and monitoring.
+    """
+    setup_logging(verbose, service=False)
+    with handle_errors():
+        layout = topics(base)
+        hand_topics = layout.hand(validate_hand_name(hand))
+        client = MqttClient(broker_url(broker, ca_file), name="health")
+    watched = layout.bridge_state if service is Service.arbiter else hand_topics.availability
+    seen: dict[str, bytes] = {}
+    changed = threading.Condition()
+
+    def keep(message: Message) -> None:
+        with changed:
+            seen[message.topic] = message.payload
+            changed.notify_all()
+
+    sync_topic = layout.sync(client.client_id)
+    client.subscribe(watched, keep)
+    if service is Service.device and require_link:
+        client.subscribe(hand_topics.reported, keep)
+    client.subscribe(sync_topic, keep)
+    client.on_connect(lambda: client.publish(sync_topic, b"sync", qos=1))
+    wanted = [watched, hand_topics.reported] if require_link else [watched]
+    deadline = time.monotonic() + timeout
+    try:
+        with handle_errors():
+            client.connect(timeout)
+        with changed:
+            while not all(topic in seen for topic in wanted):
+                now = time.monotonic()
+                if sync_topic in seen:
+                    # Our echo came back, so the retained messages are here or very close.
+                    deadline = min(deadline, now + 0.5)
+                if now >= deadline:
+                    break
+                changed.wait(min(0.1, deadline - now))
+    finally:
+        client.stop()
+    problem = _problem(service, seen.get(watched), seen.get(hand_topics.reported), require_link)
+    if problem is not None:
+        raise fail(problem)
+    typer.echo(f"{service.value}: online")
+
+
+def _problem(
+    service: Service, availability: bytes | None, reported: bytes | None, require_link: bool
+) -> str | None:
+    if availability is None:
+        return f"{service.value}: no availability published yet (never started?)"
+    if availability != b"online":
+        return f"{service.value}: {availability.decode('utf-8', 'replace')[:40]}"
+    if service is Service.device and require_link:
+        try:
+            link = Reported.model_validate_json(reported or b"").link
+        except ValueError:
+            return "device: online, but no readable reported state yet"
+        if link != "up":
+            return "device: online, but the serial link to the hand is down"
+    return None

@@ -1,0 +1,429 @@
+"""Users, passwords and topic rights, in the file formats Mosquitto reads.
+
+Both brokers read the same two files:
+
+- the **password file**: one ``user:hash`` line per user, the hash in Mosquitto 2's ``$7$``
+  format (PBKDF2-HMAC-SHA512: ``$7$<iterations>$<base64 salt>$<base64 digest>``);
+  ``mosquitto_passwd`` writes the same thing;
+- the **ACL file**: Mosquitto's ``acl_file`` syntax (``user``, ``topic``, ``pattern``), written
+  from a role per user by :func:`render_acl`. The role is kept in a ``# role:`` comment above
+  each ``user`` line, so the file can be read back (:func:`read_roles`) and rewritten.
+
+:class:`AccessRules` answers "may this client read/write this topic" with Mosquitto's rules,
+for the embedded broker's authenticated mode (see ``hand_mqtt.broker``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import enum
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from .errors import ConfigError
+from .model import FINGERS
+from .topics import BRIDGE, Topics
+
+__all__ = [
+    "DEFAULT_ITERATIONS",
+    "AccessRules",
+    "Grant",
+    "Role",
+    "default_users",
+    "hash_password",
+    "new_password",
+    "read_password_file",
+    "read_roles",
+    "render_acl",
+    "role_grants",
+    "verify_password",
+    "write_password_file",
+]
+
+DEFAULT_ITERATIONS: Final = 10_000
+"""PBKDF2 rounds for new hashes (``mosquitto_passwd`` uses 101; any count is read back)."""
+_SALT_BYTES: Final = 12
+_USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+_ROLE_COMMENT = re.compile(r"^#\s*role:\s*(\S+)\s*$")
+
+READ: Final = 1
+WRITE: Final = 2
+
+
+class Role(enum.StrEnum):
+    """What a user may do. Services get their own role; people get operator or viewer."""
+
+    arbiter = "arbiter"
+    """Reads commands and the retained state; the only writer of desired state and errors."""
+    device = "device"
+    """Reads desired state; the only writer of ``reported`` and ``availability``."""
+    operator = "operator"
+    """Sends commands and reads everything under the base topic."""
+    viewer = "viewer"
+    """Reads everything under the base topic; sends nothing."""
+    none = "none"
+    """Can log in and see nothing (a disabled account)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One ``topic`` line of the ACL file."""
+
+    access: str  # "read", "write" or "readwrite"
+    topic: str
+
+    def line(self) -> str:
+        return f"topic {self.access} {self.topic}"
+
+
+def role_grants(role: Role, base: str = "hand") -> list[Grant]:
+    """The ``topic`` lines a role gets under ``base`` (see docs/security.md for the table)."""
+    b = Topics(base).base
+    fingers = [Grant("write", f"{b}/+/{finger}") for finger in FINGERS]
+    match role:
+        case Role.arbiter:
+            return [
+                Grant("read", f"{b}/+/set"),
+                Grant("read", f"{b}/+/+/set"),
+                Grant("readwrite", f"{b}/+/state"),
+                *fingers,
+                Grant("write", f"{b}/+/error"),
+                Grant("readwrite", f"{b}/{BRIDGE}/#"),
+            ]
+        case Role.device:
+            return [
+                Grant("read", f"{b}/+/state"),
+                Grant("readwrite", f"{b}/+/reported"),
+                Grant("readwrite", f"{b}/+/availability"),
+            ]
+        case Role.operator:
+            return [
+                Grant("write", f"{b}/+/set"),
+                Grant("write", f"{b}/+/+/set"),
+                Grant("read", f"{b}/#"),
+            ]
+        case Role.viewer:
+            return [Grant("read", f"{b}/#")]
+        case Role.none:
+            return []
+    raise ConfigError(f"unknown role {role!r}")  # pragma: no cover - the match is exhaustive
+
+
+def default_users() -> dict[str, Role]:
+    """The accounts the shipped ``broker/acl`` describes: one per role."""
+    return {
+        "arbiter": Role.arbiter,
+        "device": Role.device,
+        "operator": Role.operator,
+        "viewer": Role.viewer,
+    }
+
+
+def check_username(name: str) -> str:
+    """Return ``name`` if it can be a user name here, else raise :class:`ConfigError`."""
+    if not _USERNAME.match(name):
+        raise ConfigError(f"user name {name!r} must be 1-64 letters, digits, '.', '_', '@' or '-'")
+    return name
+
+
+# -- the ACL file ------------------------------------------------------------------------------
+
+
+def render_acl(users: Mapping[str, Role], base: str = "hand") -> str:
+    """The ACL file for ``users`` (name → role) under the base topic ``base``."""
+    b = Topics(base).base
+    lines = [
+        "# Mosquitto ACL for hand-mqtt. Written by `hand-mqtt users`; edit it with that command.",
+        f"# base: {b}",
+        "#",
+        "# No topic lines before the first user: a client without a user name gets no rights.",
+        "# Every client may use its own echo topic (the client id is substituted for %c);",
+        "# the services and the CLI use it to know that the retained messages have arrived.",
+        f"pattern readwrite {b}/{BRIDGE}/sync/%c",
+    ]
+    for name in sorted(users):
+        role = users[name]
+        lines += ["", f"# role: {role.value}", f"user {check_username(name)}"]
+        lines += [grant.line() for grant in role_grants(role, b)]
+    return "\n".join(lines) + "\n"
+
+
+def read_roles(text: str) -> tuple[str | None, dict[str, Role]]:
+    """Read back the base topic and the users' roles from a file :func:`render_acl` wrote."""
+    base: str | None = None
+    users: dict[str, Role] = {}
+    pending: Role | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("# base:"):
+            base = line.split(":", 1)[1].strip()
+            continue
+        found = _ROLE_COMMENT.match(line)
+        if found:
+            try:
+                pending = Role(found.group(1))
+            except ValueError:
+                raise ConfigError(f"unknown role {found.group(1)!r} in the ACL file") from None
+            continue
+        if line.startswith("user "):
+            name = line[5:].strip()
+            if pending is None:
+                raise ConfigError(
+                    f"user {name!r} in the ACL file has no '# role:' line above it; "
+                    "it was edited by hand: add the line or manage it with `hand-mqtt users`"
+                )
+            users[name] = pending
+            pending = None
+    return base, users
+
+
+# -- passwords -------------------------------------------------------------------------------
+
+
+def new_password() -> str:
+    """A random password that needs no escaping in a URL, a shell or a YAML file."""
+    return secrets.token_urlsafe(24)
+
+
+def hash_password(
+    password: str, *, iterations: int = DEFAULT_ITERATIONS, salt: bytes | None = None
+) -> str:
+    """Hash ``password`` the way Mosquitto 2 does (``$7$``, PBKDF2-HMAC-SHA512)."""
+    if not 1 <= iterations <= 10_000_000:
+        raise ConfigError("iterations must be from 1 to 10,000,000")
+    salt = salt if salt is not None else os.urandom(_SALT_BYTES)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations)
+    return f"$7${iterations}${_b64(salt)}${_b64(digest)}"
+
+
+def verify_password(password: str, hashed: str) -> bool:
+    """Whether ``password`` matches a ``$7$`` (Mosquitto 2) or ``$6$`` (Mosquitto 1.x) hash."""
+    parts = hashed.split("$")
+    try:
+        if len(parts) == 5 and parts[1] == "7":
+            iterations = int(parts[2])
+            if not 1 <= iterations <= 10_000_000:
+                return False
+            salt = base64.b64decode(parts[3], validate=True)
+            expected = base64.b64decode(parts[4], validate=True)
+            actual = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations)
+        elif len(parts) == 4 and parts[1] == "6":
+            salt = base64.b64decode(parts[2], validate=True)
+            expected = base64.b64decode(parts[3], validate=True)
+            actual = hashlib.sha512(password.encode("utf-8") + salt).digest()
+        else:
+            return False
+    except (ValueError, binascii.Error):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def read_password_file(path: Path) -> dict[str, str]:
+    """``{user: hash}`` from a Mosquitto password file (an absent file has no users)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read the password file {path}: {exc.strerror}") from None
+    users: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, hashed = line.partition(":")
+        if not sep or not hashed.startswith("$"):
+            raise ConfigError(f"{path}:{number}: expected 'user:$7$...' (a hashed password)")
+        users[name] = hashed
+    return users
+
+
+def write_password_file(path: Path, users: Mapping[str, str]) -> None:
+    """Replace the password file atomically, keeping its mode and group (new files: 0600)."""
+    text = "".join(f"{name}:{hashed}\n" for name, hashed in sorted(users.items()))
+    write_private(path, text)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically; a new file is private, an old one keeps its mode."""
+    try:
+        old = path.stat()
+    except FileNotFoundError:
+        mode, gid = 0o600, -1
+    else:
+        mode, gid = old.st_mode & 0o777, old.st_gid
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(tmp, mode)
+        if gid != -1:
+            with contextlib.suppress(OSError):
+                os.chown(tmp, -1, gid)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+# -- access checks (Mosquitto's acl_file semantics) ---------------------------------------------
+
+
+def _matches(topic_filter: str, topic: str) -> bool:
+    """MQTT matching of a concrete ``topic`` against a filter with ``+`` and ``#``."""
+    if topic.startswith("$") != topic_filter.startswith("$"):
+        return False
+    want = topic_filter.split("/")
+    have = topic.split("/")
+    for i, level in enumerate(want):
+        if level == "#":
+            return True
+        if i >= len(have):
+            return False
+        if level not in ("+", have[i]):
+            return False
+    return len(want) == len(have)
+
+
+def _covers(grant: str, topic_filter: str) -> bool:
+    """Whether every topic ``topic_filter`` can match is matched by ``grant``."""
+    if topic_filter.startswith("$") != grant.startswith("$"):
+        return False
+    g = grant.split("/")
+    f = topic_filter.split("/")
+    for i, level in enumerate(g):
+        if level == "#":
+            return True
+        if i >= len(f):
+            return False
+        if f[i] == "#":
+            return False
+        if level == "+":
+            continue
+        if f[i] != level:
+            return False
+    return len(g) == len(f)
+
+
+def _overlaps(a: str, b: str) -> bool:
+    """Whether some topic matches both filters."""
+    x, y = a.split("/"), b.split("/")
+    for i in range(max(len(x), len(y))):
+        if i >= len(x) or i >= len(y):
+            return False
+        if x[i] == "#" or y[i] == "#":
+            return True
+        if x[i] != y[i] and "+" not in (x[i], y[i]):
+            return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    access: int  # READ | WRITE, or 0 for deny
+    topic: str
+
+
+@dataclass(slots=True)
+class AccessRules:
+    """An ACL file, parsed: anonymous rules, per-user rules and patterns (``%u``, ``%c``).
+
+    The checks follow Mosquitto 2's ``acl_file``: ``deny`` lines first, then the user's own
+    ``topic`` lines (those before any ``user`` line are the anonymous client's), then the
+    ``pattern`` lines; patterns never apply to a user name or client id holding ``+`` or ``#``,
+    and ``%u`` patterns never to a client without a user name. Anything not granted is denied.
+    """
+
+    users: dict[str | None, list[_Rule]] = field(default_factory=dict)
+    patterns: list[_Rule] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, text: str) -> AccessRules:
+        rules = cls()
+        user: str | None = None
+        for number, raw in enumerate(text.splitlines(), 1):
+            line = raw.rstrip()
+            if not line or line.startswith("#"):
+                continue
+            keyword, _, rest = line.partition(" ")
+            if keyword == "user":
+                user = rest.strip()
+                rules.users.setdefault(user, [])
+                continue
+            if keyword not in ("topic", "pattern"):
+                raise ConfigError(f"ACL line {number}: unknown keyword {keyword!r}")
+            access_word, _, topic = rest.partition(" ")
+            if not topic:
+                access_word, topic = "readwrite", access_word
+            accesses = {"read": READ, "write": WRITE, "readwrite": READ | WRITE, "deny": 0}
+            if access_word not in accesses:
+                raise ConfigError(f"ACL line {number}: unknown access {access_word!r}")
+            topic = topic.strip()
+            if not topic:
+                raise ConfigError(f"ACL line {number}: no topic")
+            rule = _Rule(accesses[access_word], topic)
+            target = rules.patterns if keyword == "pattern" else rules.users.setdefault(user, [])
+            # Like Mosquitto: deny rules are checked before the grants.
+            if rule.access == 0:
+                target.insert(0, rule)
+            else:
+                target.append(rule)
+        return rules
+
+    @classmethod
+    def from_file(cls, path: Path) -> AccessRules:
+        try:
+            return cls.parse(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read the ACL file {path}: {exc.strerror}") from None
+
+    def _rules_for(self, username: str | None, client_id: str) -> Iterable[_Rule]:
+        yield from self.users.get(username, [])
+        if (username is not None and ("+" in username or "#" in username)) or (
+            "+" in client_id or "#" in client_id
+        ):
+            return
+        for rule in self.patterns:
+            if "%u" in rule.topic and username is None:
+                continue
+            topic = rule.topic.replace("%c", client_id)
+            if username is not None:
+                topic = topic.replace("%u", username)
+            yield _Rule(rule.access, topic)
+
+    def allowed(self, username: str | None, client_id: str, topic: str, access: int) -> bool:
+        """Whether the client may ``access`` (:data:`READ` or :data:`WRITE`) ``topic``."""
+        for rule in self._rules_for(username, client_id):
+            if _matches(rule.topic, topic):
+                if rule.access == 0:
+                    return False
+                if rule.access & access:
+                    return True
+        return False
+
+    def may_subscribe(self, username: str | None, client_id: str, topic_filter: str) -> bool:
+        """Whether every topic ``topic_filter`` can match is readable by the client.
+
+        Mosquitto accepts any subscription and checks each message; a broker that hands out
+        retained messages without a per-message check must refuse what it cannot filter.
+        """
+        rules = list(self._rules_for(username, client_id))
+        if any(r.access == 0 and _overlaps(r.topic, topic_filter) for r in rules):
+            return False
+        return any(r.access & READ and _covers(r.topic, topic_filter) for r in rules)

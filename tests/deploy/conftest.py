@@ -1,0 +1,76 @@
+"""Fixtures for the deployment tests: secured brokers with the shipped users and rights."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from hand_mqtt import EmbeddedBroker
+from hand_mqtt.security import Role, default_users
+from tests.conftest import need
+from tests.deploy.support import ShippedMosquitto, make_users
+from tests.support.brokers import free_port, mosquitto_binary
+
+USERS: dict[str, Role] = {**default_users(), "nobody": Role.none, "operator2": Role.operator}
+
+
+@dataclass
+class SecuredBroker:
+    """A broker that checks users and rights, with a password for each user of :data:`USERS`."""
+
+    kind: str
+    port: int
+    ws_port: int
+    passwords: dict[str, str]
+
+    def url(self, user: str | None, *, scheme: str = "mqtt", password: str | None = None) -> str:
+        port = self.ws_port if scheme == "ws" else self.port
+        if user is None:
+            return f"{scheme}://127.0.0.1:{port}"
+        secret = password if password is not None else self.passwords[user]
+        return f"{scheme}://{user}:{secret}@127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def shipped_mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredBroker]:
+    need(mosquitto_binary() is not None, "mosquitto is not installed")
+    folder = tmp_path_factory.mktemp("mosquitto-secured")
+    passwords = make_users(folder, USERS)
+    broker = ShippedMosquitto(folder)
+    broker.start()
+    try:
+        yield SecuredBroker("mosquitto", broker.port, broker.ws_port, passwords)
+    finally:
+        broker.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def secured_amqtt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredBroker]:
+    folder: Path = tmp_path_factory.mktemp("amqtt-secured")
+    passwords = make_users(folder, USERS)
+    broker = EmbeddedBroker(
+        "127.0.0.1",
+        free_port(),
+        password_file=folder / "passwd",
+        acl_file=folder / "acl",
+        websockets_port=free_port(),
+    )
+    broker.start()
+    try:
+        assert broker.websockets_port is not None
+        yield SecuredBroker("amqtt", broker.port, broker.websockets_port, passwords)
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(params=["mosquitto", "amqtt"])
+def secured(request: pytest.FixtureRequest) -> SecuredBroker:
+    """Each test using this runs on Mosquitto (shipped config) and on amqtt's secured mode."""
+    name = "shipped_mosquitto" if request.param == "mosquitto" else "secured_amqtt"
+    found: SecuredBroker = request.getfixturevalue(name)
+    return found

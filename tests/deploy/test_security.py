@@ -1,0 +1,510 @@
+"""Users, passwords and topic rights, on Mosquitto (the shipped config) and on amqtt's secured mode.
+
+Every broker test runs twice: Mosquitto with ``broker/mosquitto.conf`` adapted to free ports, and
+the embedded broker given the same password and ACL files.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from hand_mqtt import (
+    Arbiter,
+    BrokerUrl,
+    DeviceService,
+    DeviceSettings,
+    HandState,
+    MqttClient,
+    MqttError,
+    PtyHand,
+    Reported,
+    Topics,
+)
+from hand_mqtt.cli import app
+from hand_mqtt.protocol import DeviceConfig
+from hand_mqtt.security import (
+    READ,
+    WRITE,
+    AccessRules,
+    Role,
+    default_users,
+    hash_password,
+    read_password_file,
+    read_roles,
+    render_acl,
+    verify_password,
+)
+from tests.conftest import need
+from tests.deploy.conftest import SecuredBroker
+from tests.deploy.support import (
+    ROOT,
+    SHIPPED_ACL,
+    ShippedMosquitto,
+    Watcher,
+    eventually,
+    make_certs,
+    make_users,
+)
+from tests.support.brokers import mosquitto_binary
+
+TOPICS = Topics("hand")
+FAST = DeviceSettings(
+    ack_timeout=0.2,
+    backoff_initial=0.05,
+    backoff_max=0.5,
+    firmware=DeviceConfig(failsafe_timeout_ms=0),
+)
+OPEN = (180, 180, 180, 180, 180)
+
+
+def unique_hand() -> str:
+    return f"h{uuid.uuid4().hex[:10]}"
+
+
+def client(url: str, name: str = "test") -> MqttClient:
+    mqtt = MqttClient(BrokerUrl.parse(url), name=name)
+    mqtt.connect()
+    return mqtt
+
+
+@contextmanager
+def services(broker: SecuredBroker, hand: str) -> Iterator[tuple[Arbiter, DeviceService, PtyHand]]:
+    """Arbiter and device service, each logged in as its own user, on a simulated hand."""
+    sim = PtyHand()
+    sim.start()
+    arbiter = Arbiter(
+        MqttClient(BrokerUrl.parse(broker.url("arbiter")), name="arbiter"),
+        topics=TOPICS,
+        hands=[hand],
+    )
+    device: DeviceService | None = None
+    try:
+        arbiter.start()
+        assert arbiter.wait_ready(10), "the arbiter did not become ready"
+        device = DeviceService(
+            MqttClient(BrokerUrl.parse(broker.url("device")), name="device"),
+            sim.path,
+            topics=TOPICS,
+            hand=hand,
+            settings=FAST,
+        )
+        device.start()
+        running = device
+        eventually(lambda: running.link_up, 10, "the device's link")
+        eventually(lambda: sim.firmware.targets == OPEN, 10, "the hand open")
+        yield arbiter, device, sim
+    finally:
+        if device is not None:
+            device.stop()
+        arbiter.stop()
+        sim.stop()
+
+
+# -- logging in --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("user", "password"),
+    [(None, None), ("viewer", "wrong"), ("stranger", "whatever"), ("viewer", "")],
+    ids=["anonymous", "wrong-password", "unknown-user", "empty-password"],
+)
+def test_clients_without_valid_credentials_are_refused(
+    secured: SecuredBroker, user: str | None, password: str | None
+) -> None:
+    url = secured.url(user, password=password) if user else secured.url(None)
+    with pytest.raises(MqttError, match="could not connect"):
+        MqttClient(BrokerUrl.parse(url), name="intruder").connect(1.0)
+
+
+def test_every_role_with_its_password_logs_in(secured: SecuredBroker) -> None:
+    for user in secured.passwords:
+        client(secured.url(user), user).stop()
+
+
+# -- rights ------------------------------------------------------------------------------------
+
+
+def topic_kinds(hand: str) -> dict[str, str]:
+    t = TOPICS.hand(hand)
+    return {
+        "set": t.set,
+        "finger-set": t.finger_set("index"),
+        "pose-set": t.pose_set,
+        "state": t.state,
+        "finger": t.finger("thumb"),
+        "error": t.error,
+        "reported": t.reported,
+        "availability": t.availability,
+        "bridge-state": TOPICS.bridge_state,
+    }
+
+
+# Who may publish what (docs/security.md has the same table).
+WRITERS = {
+    "set": {"operator", "operator2"},
+    "finger-set": {"operator", "operator2"},
+    "pose-set": {"operator", "operator2"},
+    "state": {"arbiter"},
+    "finger": {"arbiter"},
+    "error": {"arbiter"},
+    "reported": {"device"},
+    "availability": {"device"},
+    "bridge-state": {"arbiter"},
+}
+
+
+def test_write_rights_per_role(secured: SecuredBroker) -> None:
+    """Every role publishes on every kind of topic; a viewer reports what got through."""
+    hand = unique_hand()
+    kinds = topic_kinds(hand)
+    watcher = Watcher(secured.url("viewer"), f"hand/{hand}/#", TOPICS.bridge_state)
+    publishers = {user: client(secured.url(user), user) for user in secured.passwords}
+    try:
+        for user, mqtt in publishers.items():
+            for kind, topic in kinds.items():
+                # Not retained: the shared bridge topic must not keep test payloads.
+                mqtt.publish(topic, f"{user}|{kind}", wait=5)
+        time.sleep(0.5)
+        got = {
+            tuple(m.payload.decode().split("|"))
+            for m in watcher.messages
+            if b"|" in m.payload and m.payload.decode().split("|")[0] in publishers
+        }
+        expected = {(user, kind) for kind, users in WRITERS.items() for user in users}
+        assert got == expected
+    finally:
+        for mqtt in publishers.values():
+            mqtt.stop()
+        watcher.close()
+
+
+def test_services_with_their_own_credentials_work_end_to_end(secured: SecuredBroker) -> None:
+    hand = unique_hand()
+    t = TOPICS.hand(hand)
+    with services(secured, hand) as (arbiter, device, sim):
+        operator = client(secured.url("operator"), "operator")
+        watcher = Watcher(secured.url("viewer"), f"hand/{hand}/#")
+        try:
+            operator.publish(t.set, json.dumps({"pose": "peace", "transaction": "p1"}))
+            eventually(lambda: sim.firmware.targets == (180, 180, 0, 0, 0), 10, "peace")
+            eventually(
+                lambda: (
+                    Reported.model_validate_json(watcher.last(t.reported) or b"{}").angles
+                    == (180, 180, 0, 0, 0)
+                ),
+                10,
+                "reported peace",
+            )
+            state = HandState.model_validate_json(watcher.last(t.state) or b"")
+            assert (state.pose, state.transaction, state.version) == ("peace", "p1", 1)
+            assert watcher.last(t.availability) == b"online"
+            operator.publish(t.finger_set("index"), b"nonsense")
+            eventually(lambda: watcher.on(t.error), 5, "an error for the operator")
+            assert arbiter.rejected == 1
+            assert device.reported.link == "up"
+        finally:
+            operator.stop()
+            watcher.close()
+
+
+def test_viewer_commands_never_reach_the_arbiter(secured: SecuredBroker) -> None:
+    hand = unique_hand()
+    t = TOPICS.hand(hand)
+    with services(secured, hand) as (arbiter, _device, sim):
+        viewer = client(secured.url("viewer"), "viewer")
+        operator = client(secured.url("operator"), "operator")
+        try:
+            viewer.publish(t.set, json.dumps({"pose": "fist"}), wait=5)
+            viewer.publish(t.finger_set("index"), b"0", wait=5)
+            viewer.publish(t.pose_set, b"fist", wait=5)
+            time.sleep(0.5)
+            assert (arbiter.accepted, arbiter.rejected) == (0, 0)
+            assert sim.firmware.targets == OPEN
+            # The same path works for an operator, so the silence above is the ACL's doing.
+            operator.publish(t.finger_set("index"), b"0", wait=5)
+            eventually(lambda: sim.firmware.targets == (0, 180, 180, 180, 180), 10, "index 0")
+            assert arbiter.accepted == 1
+        finally:
+            viewer.stop()
+            operator.stop()
+
+
+def test_operator_cannot_forge_retained_state_or_reported(secured: SecuredBroker) -> None:
+    hand = unique_hand()
+    t = TOPICS.hand(hand)
+    forged_state = HandState(index=0, middle=0, ring=0, pinky=0, thumb=0, version=99)
+    forged_reported = Reported(index=0, middle=0, ring=0, pinky=0, thumb=0, link="up")
+    with services(secured, hand) as (arbiter, device, sim):
+        live = Watcher(secured.url("viewer"), f"hand/{hand}/#", TOPICS.bridge_state)
+        operator = client(secured.url("operator"), "operator")
+        try:
+            for topic, payload in [
+                (t.state, forged_state.model_dump_json()),
+                (t.reported, forged_reported.model_dump_json()),
+                (t.availability, "offline"),
+                (t.finger("index"), "0"),
+                (t.error, '{"error": "forged"}'),
+                (TOPICS.bridge_state, "offline"),
+            ]:
+                operator.publish(topic, payload, retain=True, wait=5)
+            time.sleep(0.5)
+            assert not [
+                m for m in live.messages if b"forged" in m.payload or b'"version":99' in m.payload
+            ]
+            assert sim.firmware.targets == OPEN
+            assert arbiter.state(hand).version == 0
+            assert device.reported.angles == OPEN
+        finally:
+            operator.stop()
+            live.close()
+        fresh = Watcher(secured.url("viewer"), f"hand/{hand}/#", TOPICS.bridge_state)
+        try:
+            eventually(lambda: fresh.last(t.reported) is not None, 5, "retained reported")
+            assert HandState.model_validate_json(fresh.last(t.state) or b"").version == 0
+            assert Reported.model_validate_json(fresh.last(t.reported) or b"").angles == OPEN
+            assert fresh.last(t.availability) == b"online"
+            assert fresh.last(t.finger("index")) == b"180"
+            assert fresh.last(TOPICS.bridge_state) == b"online"
+        finally:
+            fresh.close()
+
+
+def test_a_user_without_rights_sees_nothing(secured: SecuredBroker) -> None:
+    hand = unique_hand()
+    t = TOPICS.hand(hand)
+    with services(secured, hand) as (arbiter, _device, sim):
+        # Mosquitto accepts these subscriptions and delivers nothing; amqtt refuses them.
+        nobody = Watcher(secured.url("nobody"), "#", "hand/#", t.state, t.reported)
+        operator = client(secured.url("operator"), "operator")
+        try:
+            nobody.client.publish(t.set, json.dumps({"pose": "fist"}), wait=5)
+            operator.publish(t.pose_set, b"okay", wait=5)
+            eventually(lambda: sim.firmware.targets == (0, 180, 180, 180, 0), 10, "okay")
+            time.sleep(0.3)
+            assert [(m.topic, m.retain) for m in nobody.messages] == []
+            assert arbiter.accepted == 1
+        finally:
+            nobody.close()
+            operator.stop()
+
+
+def test_websockets_listener_has_the_same_rules(secured: SecuredBroker) -> None:
+    hand = unique_hand()
+    t = TOPICS.hand(hand)
+    with pytest.raises(MqttError):
+        MqttClient(BrokerUrl.parse(secured.url(None, scheme="ws")), name="anon-ws").connect(1.0)
+    watcher = Watcher(secured.url("viewer", scheme="ws"), f"hand/{hand}/#")
+    operator = client(secured.url("operator", scheme="ws"), "operator-ws")
+    viewer = client(secured.url("viewer", scheme="ws"), "viewer-ws")
+    try:
+        operator.publish(t.set, b'{"pose": "okay"}', wait=5)
+        viewer.publish(t.set, b'{"pose": "viewer"}', wait=5)
+        eventually(lambda: watcher.on(t.set), 5, "the operator's command over websockets")
+        time.sleep(0.3)
+        assert watcher.payloads(t.set) == [b'{"pose": "okay"}']
+    finally:
+        for mqtt in (operator, viewer):
+            mqtt.stop()
+        watcher.close()
+
+
+# -- TLS ---------------------------------------------------------------------------------------
+
+
+def test_tls_listener_with_certificates_from_the_shipped_script(tmp_path: Path) -> None:
+    need(mosquitto_binary() is not None, "mosquitto is not installed")
+    need(shutil.which("openssl") is not None, "openssl is not installed")
+    folder = tmp_path / "broker"
+    folder.mkdir()
+    make_certs(folder / "certs")
+    passwords = make_users(folder, default_users())
+    broker = ShippedMosquitto(folder, tls=True)
+    broker.start()
+    ca = str(folder / "certs" / "ca.crt")
+    try:
+        url = broker.url_for("operator", passwords["operator"], scheme="mqtts")
+        watcher = Watcher(
+            broker.url_for("viewer", passwords["viewer"], scheme="mqtts"), "hand/tls/#", ca_file=ca
+        )
+        operator = MqttClient(BrokerUrl.parse(url, ca_file=ca), name="tls")
+        try:
+            operator.connect()
+            operator.publish("hand/tls/set", b'{"pose": "peace"}', wait=5)
+            eventually(lambda: watcher.on("hand/tls/set"), 5, "a command over TLS")
+        finally:
+            operator.stop()
+            watcher.close()
+        # A client that does not trust our CA refuses the broker. (Checked on a bare TLS
+        # socket: paho leaves the socket of a failed handshake to the garbage collector.)
+        assert broker.tls_port is not None
+        with (
+            socket.create_connection(("127.0.0.1", broker.tls_port), timeout=5) as raw,
+            pytest.raises(ssl.SSLCertVerificationError),
+        ):
+            ssl.create_default_context().wrap_socket(raw, server_hostname="localhost")
+        trusted = ssl.create_default_context(cafile=ca)
+        with (
+            socket.create_connection(("127.0.0.1", broker.tls_port), timeout=5) as raw,
+            trusted.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
+            assert tls.version() in ("TLSv1.2", "TLSv1.3")
+    finally:
+        broker.stop()
+
+
+# -- password file and ACL file ------------------------------------------------------------------
+
+
+def test_hashes_agree_with_mosquitto_passwd(tmp_path: Path) -> None:
+    need(shutil.which("mosquitto_passwd") is not None, "mosquitto_passwd is not installed")
+    path = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(path), "alice", "s3cret pass"], check=True)
+    hashed = read_password_file(path)["alice"]
+    assert hashed.startswith("$7$")
+    assert verify_password("s3cret pass", hashed)
+    assert not verify_password("s3cret", hashed)
+    # And ours has the same shape, with the salt and count it says.
+    ours = hash_password("s3cret pass", iterations=101, salt=bytes(12))
+    assert ours.split("$")[1:4] == ["7", "101", "AAAAAAAAAAAAAAAA"]
+    assert verify_password("s3cret pass", ours)
+    for broken in ["", "$7$", "$7$x$y$z", "$7$0$AAAA$AAAA", "$6$!!$??", "plain"]:
+        assert not verify_password("s3cret pass", broken)
+
+
+def test_shipped_acl_is_what_the_roles_render() -> None:
+    assert SHIPPED_ACL.read_text() == render_acl(default_users())
+    assert read_roles(SHIPPED_ACL.read_text()) == ("hand", default_users())
+
+
+def test_users_commands_manage_both_files(tmp_path: Path) -> None:
+    runner = CliRunner()
+    files = ["--password-file", str(tmp_path / "passwd"), "--acl-file", str(tmp_path / "acl")]
+    added = runner.invoke(app, ["users", "add", "ann", "--role", "operator", *files])
+    assert added.exit_code == 0, added.output
+    password = added.stdout.strip().splitlines()[-1]
+    assert verify_password(password, read_password_file(tmp_path / "passwd")["ann"])
+    assert (tmp_path / "passwd").stat().st_mode & 0o077 == 0
+    piped = runner.invoke(
+        app,
+        ["users", "add", "bob", "--role", "viewer", "--password-stdin", *files],
+        input="bobs password\n",
+    )
+    assert piped.exit_code == 0, piped.output
+    assert verify_password("bobs password", read_password_file(tmp_path / "passwd")["bob"])
+    assert read_roles((tmp_path / "acl").read_text())[1] == {
+        "ann": Role.operator,
+        "bob": Role.viewer,
+    }
+    listed = runner.invoke(app, ["users", "list", *files])
+    assert "ann" in listed.stdout
+    assert "viewer" in listed.stdout
+    changed = runner.invoke(app, ["users", "passwd", "ann", *files[:2]])
+    assert changed.exit_code == 0
+    new = changed.stdout.strip().splitlines()[-1]
+    assert new != password
+    assert verify_password(new, read_password_file(tmp_path / "passwd")["ann"])
+    removed = runner.invoke(app, ["users", "remove", "bob", *files])
+    assert removed.exit_code == 0
+    assert "bob" not in read_password_file(tmp_path / "passwd")
+    assert "user bob" not in (tmp_path / "acl").read_text()
+    bad = runner.invoke(app, ["users", "add", "x y", "--role", "viewer", *files])
+    assert bad.exit_code == 1
+
+
+@pytest.mark.parametrize(
+    ("acl", "user", "client_id", "topic", "access", "allowed"),
+    [
+        ("user u\ntopic read a/#", "u", "c", "a/b", READ, True),
+        ("user u\ntopic read a/#", "u", "c", "a/b", WRITE, False),
+        ("user u\ntopic a/#", "u", "c", "a/b", WRITE, True),
+        ("user u\ntopic readwrite a/#\ntopic deny a/secret", "u", "c", "a/secret", READ, False),
+        ("topic read pub/#\nuser u\ntopic read a/#", None, "c", "pub/x", READ, True),
+        ("topic read pub/#\nuser u\ntopic read a/#", "u", "c", "pub/x", READ, False),
+        ("pattern write s/%c", "u", "me", "s/me", WRITE, True),
+        ("pattern write s/%c", "u", "me", "s/you", WRITE, False),
+        ("pattern write s/%c", "u", "a+b", "s/a+b", WRITE, False),
+        ("pattern write u/%u", None, "c", "u/", WRITE, False),
+        ("pattern write u/%u", "ann", "c", "u/ann", WRITE, True),
+        ("user u\ntopic read #", "u", "c", "$SYS/x", READ, False),
+    ],
+)
+def test_access_rules_follow_mosquitto(
+    acl: str, user: str | None, client_id: str, topic: str, access: int, allowed: bool
+) -> None:
+    assert AccessRules.parse(acl).allowed(user, client_id, topic, access) is allowed
+
+
+def test_subscriptions_must_stay_within_read_rights() -> None:
+    rules = AccessRules.parse(render_acl(default_users()))
+    assert rules.may_subscribe("viewer", "c", "hand/#")
+    assert rules.may_subscribe("viewer", "c", "hand/+/state")
+    assert not rules.may_subscribe("viewer", "c", "#")
+    assert rules.may_subscribe("device", "c", "hand/h1/state")
+    assert not rules.may_subscribe("device", "c", "hand/h1/+")
+    assert rules.may_subscribe("arbiter", "c", "hand/h1/+/set")
+    assert rules.may_subscribe("nobody", "me", "hand/bridge/sync/me")
+    assert not rules.may_subscribe("nobody", "me", "hand/bridge/sync/+")
+    denied = AccessRules.parse("user u\ntopic read a/#\ntopic deny a/b/secret")
+    assert not denied.may_subscribe("u", "c", "a/#")
+    assert denied.may_subscribe("u", "c", "a/c/#")
+
+
+# -- no code execution from data ---------------------------------------------------------------
+
+FORBIDDEN_MODULES = {"pickle", "cPickle", "_pickle", "marshal", "shelve", "dill"}
+FORBIDDEN_CALLS = {"eval", "exec"}
+
+
+def dangerous_uses(source: str, filename: str) -> list[str]:
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source, filename)):
+        line = getattr(node, "lineno", 0)
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name.split(".")[0] for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module.split(".")[0]]
+        found += [f"{filename}:{line}: imports {n}" for n in names if n in FORBIDDEN_MODULES]
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = (
+                func.id
+                if isinstance(func, ast.Name)
+                else func.attr
+                if isinstance(func, ast.Attribute)
+                else ""
+            )
+            if name in FORBIDDEN_CALLS or name == "__import__":
+                found.append(f"{filename}:{line}: calls {name}()")
+        if isinstance(node, ast.Name) and node.id in FORBIDDEN_CALLS | FORBIDDEN_MODULES:
+            found.append(f"{filename}:{line}: refers to {node.id}")
+    return found
+
+
+def test_the_scanner_catches_each_form() -> None:
+    sample = (
+        "import pickle\nfrom marshal import loads\nimport shelve as s\n"
+        "eval('1')\nexec('x=1')\nbuiltins.eval('2')\nf = exec\n__import__('os')\n"
+    )
+    flagged = {int(problem.split(":")[1]) for problem in dangerous_uses(sample, "sample.py")}
+    assert flagged == set(range(1, 9))
+
+
+def test_package_never_evaluates_or_unpickles_data() -> None:
+    problems: list[str] = []
+    for path in sorted((ROOT / "hand_mqtt").rglob("*.py")):
+        problems += dangerous_uses(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))
+    assert problems == []
