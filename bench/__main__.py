@@ -1,0 +1,260 @@
+"""Run the benchmark suite: ``python -m bench [--quick] [--only NAME ...] [--json FILE]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import time
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.common import ROOT, broker_process
+from bench.flood import flood
+from bench.footprint import firmware_size, idle, wire
+from bench.hands import many_hands
+from bench.latency import command_latency, relay_floor
+from bench.startup import cli_command, up_ready
+
+logger = logging.getLogger("bench")
+SCENARIOS = ("latency", "flood", "hands", "cli", "footprint")
+Row = tuple[str, str, str, str, str]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke run)")
+    parser.add_argument("--only", nargs="*", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument(
+        "--brokers", nargs="*", choices=("mosquitto", "amqtt"), default=["mosquitto", "amqtt"]
+    )
+    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "latest.json")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    results: dict[str, Any] = {"machine": platform.platform(), "started": time.ctime()}
+    rows: list[Row] = []
+    for kind in args.brokers:
+        try:
+            _run_broker(kind, args, results, rows)
+        except Exception as exc:  # a failed scenario is reported, the others still run
+            logger.exception("benchmarks on %s failed", kind)
+            rows.append(("error", kind, type(exc).__name__, str(exc)[:60], "MISS"))
+    _run_common(args, results, rows)
+    _print_table(rows)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2, default=_plain) + "\n")
+    print(f"\nfigures written to {args.json}")
+
+
+def _run_broker(
+    kind: str, args: argparse.Namespace, results: dict[str, Any], rows: list[Row]
+) -> None:
+    q = args.quick
+    with broker_process(kind) as broker:
+        if "latency" in args.only:
+            samples, warmup = (300, 50) if q else (2000, 200)
+            floor = relay_floor(broker.url, broker.port, samples, warmup)
+            ours = command_latency(broker.url, samples, warmup)
+            results[f"latency/{kind}"] = {"floor": floor, **ours}
+            ratio = ours["frame"].p50 / floor.p50
+            rows += [
+                (
+                    "latency",
+                    kind,
+                    "two-hop relay floor p50 / p99 µs",
+                    f"{floor.p50:.0f} / {floor.p99:.0f}",
+                    "",
+                ),
+                (
+                    "latency",
+                    kind,
+                    "command → frame on the pty p50 / p99 µs",
+                    f"{ours['frame'].p50:.0f} / {ours['frame'].p99:.0f}",
+                    _budget(
+                        kind,
+                        ratio <= 1.25 and ours["frame"].p99 <= 2000,
+                        "p50 ≤ 1.25× floor, p99 ≤ 2000",
+                    ),
+                ),
+                ("latency", kind, "  ratio to the floor (p50)", f"{ratio:.2f}×", ""),
+                (
+                    "latency",
+                    kind,
+                    "command → reported p50 / p99 µs",
+                    f"{ours['reported'].p50:.0f} / {ours['reported'].p99:.0f}",
+                    "",
+                ),
+            ]
+        if "flood" in args.only:
+            # amqtt drains about 3,000 commands/s here: a smaller flood keeps the run short.
+            publishers, each = (10, 500) if kind == "amqtt" else (10, 2000 if q else 10_000)
+            f = flood(broker.url, publishers, each)
+            results[f"flood/{kind}"] = f
+            rows += [
+                (
+                    "flood",
+                    kind,
+                    f"{f['commands']} commands: lost / errors",
+                    f"{f['lost']} / {f['errors']}",
+                    _budget(kind, f["lost"] == 0, "0 lost"),
+                ),
+                (
+                    "flood",
+                    kind,
+                    "arbiter commands/s while flooded / draining alone",
+                    f"{f['arbiter_rate']:.0f} / {f['drain_rate']:.0f}",
+                    _budget(kind, f["drain_rate"] >= 10_000, "≥ 10000"),
+                ),
+                (
+                    "flood",
+                    kind,
+                    "final state on the serial line after processed, ms",
+                    f"{f['final_on_line_ms']:.1f}",
+                    _budget(kind, f["final_on_line_ms"] <= 50, "≤ 50"),
+                ),
+                ("flood", kind, "serial frames written", str(f["frames"]), ""),
+                (
+                    "flood",
+                    kind,
+                    "peak RSS arbiter / device MiB",
+                    f"{f['arbiter_peak_rss_mib']:.1f} / {f['device_peak_rss_mib']:.1f}",
+                    _budget(
+                        kind, max(f["arbiter_peak_rss_mib"], f["device_peak_rss_mib"]) <= 40, "≤ 40"
+                    ),
+                ),
+            ]
+        if "hands" in args.only and kind == "mosquitto":
+            h = many_hands(broker.url, 1000, 5000 if q else 20_000, 300 if q else 2000)
+            results[f"hands/{kind}"] = h
+            lat = h["latency_reported"]
+            rows += [
+                (
+                    "1000 hands",
+                    kind,
+                    "commands/s",
+                    f"{h['rate']:.0f}",
+                    _budget(kind, h["rate"] >= 10_000, "≥ 10000"),
+                ),
+                (
+                    "1000 hands",
+                    kind,
+                    "command → reported p50 / p99 µs",
+                    f"{lat.p50:.0f} / {lat.p99:.0f}",
+                    _budget(kind, lat.p99 <= 5000, "p99 ≤ 5000"),
+                ),
+                (
+                    "1000 hands",
+                    kind,
+                    "arbiter memory per hand KiB",
+                    f"{h['kib_per_hand']:.2f}",
+                    _budget(kind, h["kib_per_hand"] <= 10, "≤ 10"),
+                ),
+            ]
+        if "cli" in args.only and kind == "mosquitto":
+            c = cli_command(broker.url, 10 if q else 20)
+            results["cli/pose"] = c
+            rows.append(
+                (
+                    "cli",
+                    kind,
+                    "hand-mqtt pose peace, median ms",
+                    f"{c['median_ms']:.0f}",
+                    _budget(kind, c["median_ms"] <= 350, "≤ 350"),
+                )
+            )
+        if "footprint" in args.only and kind == "mosquitto":
+            i = idle(broker.url, 5 if q else 10)
+            results["idle"] = i
+            for name, figures in i.items():
+                rows.append(
+                    (
+                        "idle",
+                        kind,
+                        f"{name}: RSS MiB / CPU %",
+                        f"{figures['rss_mib']:.1f} / {figures['cpu_percent']:.2f}",
+                        _budget(kind, figures["cpu_percent"] <= 1, "CPU ≤ 1%"),
+                    )
+                )
+
+
+def _run_common(args: argparse.Namespace, results: dict[str, Any], rows: list[Row]) -> None:
+    if "cli" in args.only:
+        u = up_ready(3 if args.quick else 5)
+        results["cli/up"] = u
+        rows.append(
+            (
+                "cli",
+                "amqtt",
+                "hand-mqtt up → hand ready, median ms",
+                f"{u['median_ms']:.0f}",
+                _budget("", u["median_ms"] <= 2000, "≤ 2000"),
+            )
+        )
+    if "footprint" in args.only:
+        w = wire()
+        results["wire"] = w
+        rows += [
+            (
+                "wire",
+                "",
+                "full-hand update bytes / µs at 115200",
+                f"{w['full_bytes']} / {w['full_us']:.0f}",
+                _budget("", w["full_bytes"] <= 10, "≤ 10"),
+            ),
+            (
+                "wire",
+                "",
+                "single-finger update bytes / µs",
+                f"{w['single_bytes']} / {w['single_us']:.0f}",
+                "",
+            ),
+            (
+                "wire",
+                "",
+                "Firmata full update bytes / µs at 57600",
+                f"{w['firmata_full_bytes']} / {w['firmata_full_us_57600']:.0f}",
+                "",
+            ),
+        ]
+        fw = firmware_size()
+        results["firmware"] = fw
+        if fw is not None:
+            rows.append(
+                (
+                    "firmware",
+                    "",
+                    "flash / RAM bytes",
+                    f"{fw['flash_bytes']} / {fw['ram_bytes']}",
+                    _budget(
+                        "", fw["flash_bytes"] <= 4096 and fw["ram_bytes"] <= 384, "≤ 4096 / ≤ 384"
+                    ),
+                )
+            )
+
+
+def _budget(kind: str, ok: bool, text: str) -> str:
+    if kind == "amqtt":
+        return f"({text})"  # the budget is set for Mosquitto; amqtt is shown for comparison
+    return f"{'ok' if ok else 'MISS'}  {text}"
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    return str(value)
+
+
+def _print_table(rows: list[Row]) -> None:
+    header: Row = ("scenario", "broker", "measure", "value", "budget")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    print(line.format(*header))
+    print(line.format(*("-" * w for w in widths)))
+    for row in rows:
+        print(line.format(*row))
+
+
+if __name__ == "__main__":
+    main()
