@@ -118,6 +118,13 @@ def _run_broker(
                 (
                     "flood",
                     kind,
+                    "arbiter CPU per command µs",
+                    f"{f['arbiter_cpu_us_per_command']:.0f}",
+                    "",
+                ),
+                (
+                    "flood",
+                    kind,
                     "peak RSS arbiter / device MiB",
                     f"{f['arbiter_peak_rss_mib']:.1f} / {f['device_peak_rss_mib']:.1f}",
                     _budget(

@@ -45,6 +45,7 @@ def flood(url: str, publishers: int, per_publisher: int) -> dict[str, Any]:
 
     sampler = threading.Thread(target=sample_memory, daemon=True)
     sampler.start()
+    arbiter_cpu_before = system.arbiter.cpu_seconds()
     try:
         start = time.perf_counter()
         procs = [
@@ -90,6 +91,7 @@ def flood(url: str, publishers: int, per_publisher: int) -> dict[str, Any]:
         on_line = system.clock.last_time
         final.stop()
         total = publishers * per_publisher + 1
+        arbiter_cpu = system.arbiter.cpu_seconds() - arbiter_cpu_before
         state = _retained_state(url, hand.state)
         sampling.set()
         sampler.join()
@@ -103,6 +105,7 @@ def flood(url: str, publishers: int, per_publisher: int) -> dict[str, Any]:
             "version_delta": state.version,
             "lost": total - state.version,
             "errors": len(errors),
+            "arbiter_cpu_us_per_command": arbiter_cpu / total * 1e6,
             "frames": system.clock.frames - frames_before,
             "final_on_line_ms": (on_line - final_at[0]) * 1e3,
             "arbiter_peak_rss_mib": max(peak_arbiter, system.arbiter.peak_rss_kib()) / 1024,

@@ -66,8 +66,14 @@ class SerialLink:
         port, self._port = self._port, None
         self._fd = None
         if port is not None:
+            # pyserial's socket:// handler loses its socket when the peer has reset the
+            # connection (shutdown() raises before close()): close that socket ourselves.
+            sock = getattr(port, "_socket", None)
             with contextlib.suppress(serial.SerialException, OSError):
                 port.close()
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
 
     def read(self) -> bytes:
         """Whatever has arrived, waiting at most ``read_timeout`` for the first byte."""

