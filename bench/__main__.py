@@ -147,6 +147,13 @@ def _run_broker(
                 (
                     "1000 hands",
                     kind,
+                    "arbiter CPU per command µs",
+                    f"{h['arbiter_cpu_us_per_command']:.0f}",
+                    "",
+                ),
+                (
+                    "1000 hands",
+                    kind,
                     "command → reported p50 / p99 µs",
                     f"{lat.p50:.0f} / {lat.p99:.0f}",
                     _budget(kind, lat.p99 <= 5000, "p99 ≤ 5000"),

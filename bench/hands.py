@@ -76,6 +76,7 @@ def many_hands(url: str, hands: int, commands: int, samples: int) -> dict[str, A
 
         last_watcher = Watcher(url, topics.hand(last).finger("pinky"), qos=0)
         last_watcher.hooks.append(on_last)
+        cpu_before = arbiter.cpu_seconds()
         start = time.perf_counter()
         proc = subprocess.run(
             [sys.executable, "-c", _SPREAD, url, topics.base, str(hands), str(commands)],
@@ -89,11 +90,13 @@ def many_hands(url: str, hands: int, commands: int, samples: int) -> dict[str, A
             raise TimeoutError("the last command was not processed")
         last_watcher.close()
         elapsed = done_at[0] - start
+        cpu_per_command = (arbiter.cpu_seconds() - cpu_before) / (commands + 1) * 1e6
         return {
             "hands": hands,
             "latency_reported": Summary.of(latencies),
             "commands": commands + 1,
             "rate": (commands + 1) / elapsed,
+            "arbiter_cpu_us_per_command": cpu_per_command,
             "publish_s": float(proc.stdout.split()[-1]),
             "rss_one_hand_mib": one_hand_kib / 1024,
             "rss_all_hands_mib": all_hands_kib / 1024,
