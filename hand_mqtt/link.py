@@ -51,8 +51,15 @@ class SerialLink:
             # Two services must not share one hand's port.
             options["exclusive"] = True
         try:
-            port = serial.serial_for_url(self.url, **options)
+            port = serial.serial_for_url(self.url, do_not_open=True, **options)
         except (serial.SerialException, OSError, ValueError) as exc:
+            raise LinkError(f"cannot open {self.url}: {_reason(exc)}") from None
+        try:
+            port.open()
+        except (serial.SerialException, OSError, ValueError) as exc:
+            # socket:// may fail after connecting (the peer resets at once): do not leave its
+            # socket to the garbage collector.
+            _close_socket_of(port)
             raise LinkError(f"cannot open {self.url}: {_reason(exc)}") from None
         self._port = port
         # A local port (a tty or pty) is a plain non-blocking descriptor: writing to it
@@ -109,6 +116,13 @@ class SerialLink:
         if self._port is None:
             raise LinkError(f"{self.url} is not open")
         return self._port
+
+
+def _close_socket_of(port: Any) -> None:
+    sock = getattr(port, "_socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()
 
 
 def _reason(exc: BaseException) -> str:

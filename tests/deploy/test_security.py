@@ -272,7 +272,15 @@ def test_operator_cannot_forge_retained_state_or_reported(secured: SecuredBroker
             live.close()
         fresh = Watcher(secured.url("viewer"), f"hand/{hand}/#", TOPICS.bridge_state)
         try:
-            eventually(lambda: fresh.last(t.reported) is not None, 5, "retained reported")
+            # Each subscription's retained messages come on their own: wait for both.
+            eventually(
+                lambda: (
+                    fresh.last(t.reported) is not None
+                    and fresh.last(TOPICS.bridge_state) is not None
+                ),
+                5,
+                "retained reported and bridge state",
+            )
             assert HandState.model_validate_json(fresh.last(t.state) or b"").version == 0
             assert Reported.model_validate_json(fresh.last(t.reported) or b"").angles == OPEN
             assert fresh.last(t.availability) == b"online"
