@@ -33,6 +33,19 @@ for _name in ("amqtt", "transitions", "websockets"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 
+class _QuietProbes(logging.Filter):
+    """Drops amqtt's ERROR for a connection that closes before sending a packet: port probes
+    and health checks do exactly that."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return "No data from" not in message and "No data to decode" not in message
+
+
+for _name in ("amqtt.broker", "amqtt.mqtt.protocol.handler"):
+    logging.getLogger(_name).addFilter(_QuietProbes())
+
+
 _PLUGINS = __name__
 
 

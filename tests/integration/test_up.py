@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from tests.support.brokers import free_port, wait_for_port
 
 
 @pytest.fixture
-def up() -> Iterator[tuple[subprocess.Popen[str], int]]:
+def up() -> Iterator[tuple[subprocess.Popen[str], int, str]]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "hand_mqtt", "up", "--port", str(port), "--no-live"],
@@ -29,7 +30,10 @@ def up() -> Iterator[tuple[subprocess.Popen[str], int]]:
     )
     try:
         wait_for_port(port, 20)
-        yield process, port
+        # The broker listens before the arbiter has subscribed: wait for the banner, which
+        # is printed once every part is serving, as a person would.
+        banner = _read_until(process, "hand-mqtt is up", 30)
+        yield process, port, banner
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -39,6 +43,22 @@ def up() -> Iterator[tuple[subprocess.Popen[str], int]]:
             process.wait()
         if process.stdout is not None:
             process.stdout.close()
+
+
+def _read_until(process: subprocess.Popen[str], text: str, timeout: float) -> str:
+    assert process.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 0.2)
+        if ready:
+            line = process.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            if text in line:
+                return "".join(seen)
+    raise AssertionError(f"hand-mqtt up never said {text!r}: {''.join(seen)}")
 
 
 def _hand_mqtt(port: int, *args: str) -> subprocess.CompletedProcess[str]:
@@ -54,9 +74,9 @@ def _hand_mqtt(port: int, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_up_then_mosquitto_pub_moves_the_simulated_hand(
-    up: tuple[subprocess.Popen[str], int],
+    up: tuple[subprocess.Popen[str], int, str],
 ) -> None:
-    process, port = up
+    process, port, banner = up
     need(shutil.which("mosquitto_pub") is not None, "mosquitto_pub is not installed")
     subprocess.run(
         ["mosquitto_pub", "-p", str(port), "-t", "hand/hand1/index/set", "-m", "90", "-q", "1"],
@@ -80,7 +100,8 @@ def test_up_then_mosquitto_pub_moves_the_simulated_hand(
     table = _hand_mqtt(port, "state")
     assert "index" in table.stdout
     process.send_signal(signal.SIGINT)
-    output, _ = process.communicate(timeout=20)
-    assert process.returncode == 0
+    assert process.stdout is not None
+    output = banner + process.stdout.read()  # to the end: the process has stopped
+    assert process.wait(20) == 0
     assert f"broker   mqtt://127.0.0.1:{port} (embedded)" in output
     assert "hand-mqtt pose peace" in output
