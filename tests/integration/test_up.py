@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
+from hand_mqtt import BrokerUrl, HandClient, Reported, Stack, StackSettings, Topics
 from tests.conftest import need
-from tests.support.brokers import free_port, wait_for_port
+from tests.support.brokers import RunningBroker, free_port, wait_for_port
+from tests.support.system import wait_until
 
 
 @pytest.fixture
@@ -105,3 +107,22 @@ def test_up_then_mosquitto_pub_moves_the_simulated_hand(
     assert process.wait(20) == 0
     assert f"broker   mqtt://127.0.0.1:{port} (embedded)" in output
     assert "hand-mqtt pose peace" in output
+
+
+def test_stack_on_an_external_broker(broker: RunningBroker, topics: Topics) -> None:
+    """`hand-mqtt up --broker URL`: the same parts, on a broker we did not start."""
+    stack = Stack(StackSettings(broker=broker.url, base=topics.base, hand="left"))
+    stack.start()
+    try:
+        assert stack.broker is None
+        client = HandClient(BrokerUrl.parse(broker.url), topics=topics, hand="left")
+        client.connect(5.0)
+        try:
+            state = client.pose("okay")
+            assert state.pose == "okay"
+            wait_until(lambda: (client.snapshot().reported or Reported()).angles == state.angles)
+            assert client.snapshot().device == "online"
+        finally:
+            client.close()
+    finally:
+        stack.stop()
