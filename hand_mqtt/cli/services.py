@@ -6,12 +6,11 @@ import enum
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from hand_mqtt.arbiter import Arbiter
-from hand_mqtt.broker import EmbeddedBroker
 from hand_mqtt.client import HandClient, Snapshot
 from hand_mqtt.device import DeviceService, DeviceSettings
 from hand_mqtt.errors import ConfigError
@@ -19,8 +18,6 @@ from hand_mqtt.homeassistant import DEFAULT_PREFIX, Discovery
 from hand_mqtt.model import FINGERS, PoseBook
 from hand_mqtt.mqtt import MqttClient
 from hand_mqtt.protocol import DeviceConfig, FailsafeAction
-from hand_mqtt.simulator import PtyHand, SocketHand
-from hand_mqtt.stack import Stack, StackSettings
 from hand_mqtt.topics import validate_hand_name
 
 from .clients import DiscoveryPrefixOption
@@ -39,6 +36,12 @@ from .common import (
     topics,
     wait_for_signal,
 )
+
+if TYPE_CHECKING:
+    from hand_mqtt.stack import Stack
+
+# The embedded broker, the simulated hand and the all-in-one stack are imported by the commands
+# that use them, so the arbiter and the device service do not carry them (asyncio, amqtt).
 
 app = typer.Typer()
 
@@ -143,6 +146,8 @@ def broker(
     verbose: VerboseOption = 0,
 ) -> None:
     """Run the embedded MQTT broker (amqtt) until Ctrl-C."""
+    from hand_mqtt.broker import EmbeddedBroker
+
     setup_logging(verbose, service=True)
     with handle_errors():
         embedded = EmbeddedBroker(
@@ -291,6 +296,8 @@ def simulate(
     verbose: VerboseOption = 0,
 ) -> None:
     """Run a simulated hand (the firmware's behaviour in Python) on a pty or a TCP port."""
+    from hand_mqtt.simulator import PtyHand, SocketHand
+
     setup_logging(verbose, service=True)
     hand: PtyHand | SocketHand = (
         SocketHand(port=tcp, host=host) if tcp is not None else PtyHand(directory=link)
@@ -336,6 +343,8 @@ def up(
     verbose: VerboseOption = 0,
 ) -> None:
     """Run everything: broker, arbiter and device service on a simulated hand."""
+    from hand_mqtt.stack import Stack, StackSettings
+
     setup_logging(verbose, service=verbose > 0)
     with handle_errors():
         book = _poses(poses)
