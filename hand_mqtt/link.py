@@ -78,9 +78,7 @@ class SerialLink:
             sock = getattr(port, "_socket", None)
             with contextlib.suppress(serial.SerialException, OSError):
                 port.close()
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.close()
+            _close_socket_of(port, sock)
 
     def read(self) -> bytes:
         """Whatever has arrived, waiting at most ``read_timeout`` for the first byte."""
@@ -118,8 +116,9 @@ class SerialLink:
         return self._port
 
 
-def _close_socket_of(port: Any) -> None:
-    sock = getattr(port, "_socket", None)
+def _close_socket_of(port: Any, sock: Any = None) -> None:
+    """Close a socket:// port's socket, even one pyserial has already let go of."""
+    sock = sock if sock is not None else getattr(port, "_socket", None)
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.close()

@@ -55,6 +55,7 @@ __all__ = [
     "DEFAULT_BROKER",
     "DEFAULT_HAND",
     "broker_url",
+    "cell",
     "fail",
     "handle_errors",
     "setup_logging",
@@ -77,6 +78,11 @@ def setup_logging(verbose: int, *, service: bool) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("hand_mqtt").setLevel(level)
+
+
+def cell(value: int | None) -> str:
+    """An angle or a version for a table: ``-`` when not known yet."""
+    return "-" if value is None else str(value)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

@@ -24,6 +24,7 @@ from .common import (
     TimeoutOption,
     VerboseOption,
     broker_url,
+    cell,
     fail,
     handle_errors,
     setup_logging,
@@ -166,19 +167,15 @@ def _table(base: str, hand: str, snap: Snapshot) -> str:
         want = snap.desired.angles[i] if snap.desired else None
         have = reported.angles[i] if reported else None
         mark = "" if want is None or have is None or want == have else "  *"
-        lines.append(f"{finger:<8}{_cell(want):>9}{_cell(have):>10}{mark}")
+        lines.append(f"{finger:<8}{cell(want):>9}{cell(have):>10}{mark}")
     pose_name = snap.desired.pose if snap.desired else None
     version = snap.desired.version if snap.desired else None
     reported_version = reported.version if reported else None
     lines.append(
-        f"pose {pose_name or '-'}  version {_cell(version)} (reported {_cell(reported_version)})"
+        f"pose {pose_name or '-'}  version {cell(version)} (reported {cell(reported_version)})"
         + ("  failsafe!" if reported and reported.failsafe else "")
     )
     return "\n".join(lines)
-
-
-def _cell(value: int | None) -> str:
-    return "-" if value is None else str(value)
 
 
 @app.command()
@@ -249,7 +246,7 @@ def watch(
 
 def _line(snap: Snapshot) -> str:
     desired = " ".join(f"{a:>3}" for a in snap.desired.angles) if snap.desired else "  -"
-    reported = " ".join(_cell(a).rjust(3) for a in snap.reported.angles) if snap.reported else "  -"
+    reported = " ".join(cell(a).rjust(3) for a in snap.reported.angles) if snap.reported else "  -"
     pose_name = (snap.desired.pose if snap.desired else None) or "-"
     link = snap.reported.link if snap.reported else "?"
     return (

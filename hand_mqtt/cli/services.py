@@ -31,6 +31,7 @@ from .common import (
     HandOption,
     VerboseOption,
     broker_url,
+    cell,
     handle_errors,
     setup_logging,
     topics,
@@ -419,7 +420,7 @@ class _LiveView:
         desired = snap.desired.angles if snap.desired else (None,) * 5
         reported = snap.reported.angles if snap.reported else (None,) * 5
         cells = "  ".join(
-            f"{f[:5]} {_cell(d)}/{_cell(r)}"
+            f"{f[:5]} {cell(d)}/{cell(r)}"
             for f, d, r in zip(FINGERS, desired, reported, strict=True)
         )
         pose = (snap.desired.pose if snap.desired else None) or "-"
@@ -434,7 +435,3 @@ class _LiveView:
             else:
                 sys.stdout.write(line + "\n")
             sys.stdout.flush()
-
-
-def _cell(value: int | None) -> str:
-    return "-" if value is None else str(value)

@@ -15,8 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from hand_mqtt import BrokerUrl, Message, MqttClient
@@ -260,12 +259,3 @@ class SimulatedHandProcess(ServiceProcess):
         super().kill()
         if process is not None and process.stdout is not None:
             process.stdout.close()
-
-
-def eventually(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

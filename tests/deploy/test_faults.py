@@ -25,9 +25,9 @@ from tests.deploy.support import (
     ServiceProcess,
     SimulatedHandProcess,
     Watcher,
-    eventually,
 )
 from tests.support.brokers import MosquittoProcess, free_port, mosquitto_binary
+from tests.support.system import wait_until as eventually
 
 HAND = "hand1"
 

@@ -33,9 +33,10 @@ from hand_mqtt import protocol as p
 from hand_mqtt.commands import MAX_PAYLOAD_BYTES
 from hand_mqtt.topics import CommandTopic
 from tests.conftest import need
-from tests.deploy.support import ServiceProcess, Watcher, eventually
+from tests.deploy.support import ServiceProcess, Watcher
 from tests.support.brokers import MosquittoProcess, mosquitto_binary
 from tests.support.system import Recorder, System, wait_until
+from tests.support.system import wait_until as eventually
 
 POSES = PoseBook()
 OPEN = (180, 180, 180, 180, 180)

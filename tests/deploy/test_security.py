@@ -54,11 +54,11 @@ from tests.deploy.support import (
     SHIPPED_ACL,
     ShippedMosquitto,
     Watcher,
-    eventually,
     make_certs,
     make_users,
 )
 from tests.support.brokers import mosquitto_binary
+from tests.support.system import wait_until as eventually
 
 TOPICS = Topics("hand")
 FAST = DeviceSettings(
