@@ -7,8 +7,8 @@ from typing import Any
 
 from bench.common import Service
 from bench.system import HandSystem
-from hand_mqtt import protocol
 from hand_mqtt.errors import FirmwareError
+from hand_mqtt.hardware import protocol
 from tests.support.brokers import free_port, wait_for_port
 
 BAUD = 115200
@@ -35,7 +35,7 @@ def wire() -> dict[str, Any]:
 
 
 def firmware_size() -> dict[str, Any] | None:
-    from hand_mqtt import firmware
+    from hand_mqtt.devtools import firmware
 
     try:
         result = firmware.build()

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from bench.common import Service, Watcher, wait_until
 from hand_mqtt import PtyHand, Reported, Topics
-from hand_mqtt import protocol as p
+from hand_mqtt.hardware import protocol as p
 
 
 @dataclass

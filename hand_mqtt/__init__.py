@@ -6,13 +6,12 @@ The public surface is listed in ``__all__``; everything else is an implementatio
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import typing
 
-from .arbiter import Arbiter
-from .client import HandClient, Snapshot
-from .commands import Command, FingerChange, parse_command
-from .device import DeviceService, DeviceSettings
-from .errors import (
+from hand_mqtt.clients.client import HandClient, Snapshot
+from hand_mqtt.commands import Command, FingerChange, parse_command
+from hand_mqtt.errors import (
     BrokerStartError,
     CommandError,
     ConfigError,
@@ -25,8 +24,8 @@ from .errors import (
     NoAnswerError,
     ProtocolError,
 )
-from .link import SerialLink
-from .model import (
+from hand_mqtt.hardware.link import SerialLink
+from hand_mqtt.model import (
     BUILTIN_POSES,
     DEFAULT_PINS,
     FINGERS,
@@ -37,26 +36,29 @@ from .model import (
     PoseBook,
     Reported,
 )
-from .mqtt import BrokerUrl, Message, MqttClient, Will
-from .topics import HandTopics, Topics
+from hand_mqtt.mqtt import BrokerUrl, Message, MqttClient, Will
+from hand_mqtt.services.arbiter import Arbiter
+from hand_mqtt.services.device import DeviceService, DeviceSettings
+from hand_mqtt.topics import HandTopics, Topics
 
 if typing.TYPE_CHECKING:
-    from .broker import EmbeddedBroker
-    from .simulator import PtyHand, SimulatedFirmware, SocketHand
-    from .stack import Stack, StackSettings
+    from hand_mqtt.broker.embedded import EmbeddedBroker
+    from hand_mqtt.devtools.simulated_port import PtyHand, SocketHand
+    from hand_mqtt.devtools.simulator import SimulatedFirmware
+    from hand_mqtt.services.stack import Stack, StackSettings
 
 # Loaded on first use: a service process that needs none of them (the arbiter, the device
 # service) then carries neither asyncio and amqtt nor the simulator.
 _LAZY = {
-    "EmbeddedBroker": ".broker",
-    "PtyHand": ".simulator",
-    "SimulatedFirmware": ".simulator",
-    "SocketHand": ".simulator",
-    "Stack": ".stack",
-    "StackSettings": ".stack",
+    "EmbeddedBroker": ".broker.embedded",
+    "PtyHand": ".devtools.simulated_port",
+    "SimulatedFirmware": ".devtools.simulator",
+    "SocketHand": ".devtools.simulated_port",
+    "Stack": ".services.stack",
+    "StackSettings": ".services.stack",
 }
 
-__version__ = "0.1.0"
+__version__ = importlib.metadata.version("hand-mqtt")
 
 __all__ = [
     "BUILTIN_POSES",

@@ -16,9 +16,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from .errors import CommandError
-from .model import FINGERS, MAX_ANGLE, MIN_ANGLE, Angles, PoseBook
-from .topics import CommandTopic
+from hand_mqtt.errors import CommandError
+from hand_mqtt.model import FINGERS, MAX_ANGLE, MIN_ANGLE, Angles, PoseBook
+from hand_mqtt.topics import CommandTopic
 
 __all__ = ["MAX_PAYLOAD_BYTES", "Command", "FingerChange", "parse_command"]
 

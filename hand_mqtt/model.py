@@ -15,7 +15,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import ConfigError
+from hand_mqtt.errors import ConfigError
 
 __all__ = [
     "BUILTIN_POSES",

@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from .errors import ConfigError, MqttError
+from hand_mqtt.errors import ConfigError, MqttError
 
 __all__ = ["DEFAULT_BROKER", "BrokerUrl", "Message", "MqttClient", "Will"]
 

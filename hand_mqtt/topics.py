@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from .errors import ConfigError
-from .model import FINGERS
+from hand_mqtt.errors import ConfigError
+from hand_mqtt.model import FINGERS
 
 __all__ = ["BRIDGE", "CommandTopic", "HandTopics", "Topics", "validate_hand_name"]
 

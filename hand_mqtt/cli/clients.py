@@ -12,9 +12,9 @@ from typing import Annotated
 
 import typer
 
-from hand_mqtt.client import HandClient
+from hand_mqtt.clients.client import HandClient
+from hand_mqtt.clients.homeassistant import DEFAULT_PREFIX, Discovery
 from hand_mqtt.errors import ConfigError
-from hand_mqtt.homeassistant import DEFAULT_PREFIX, Discovery
 from hand_mqtt.model import FINGERS, PoseBook
 from hand_mqtt.mqtt import MqttClient
 from hand_mqtt.topics import validate_hand_name
@@ -72,7 +72,7 @@ def gui(
         raise fail("no display to open a window on (DISPLAY is not set)")
     import tkinter as tk
 
-    from hand_mqtt.gui import HandWindow
+    from hand_mqtt.clients.gui import HandWindow
 
     with handle_errors():
         client = HandClient(broker_url(broker, ca_file), topics=topics(base), hand=hand, name="gui")
@@ -133,7 +133,7 @@ def plot(
 ) -> None:
     """Draw the hand in 3D: a pose, five angles, or (by default) its current state."""
     setup_logging(verbose, service=False)
-    from hand_mqtt import plot as drawing
+    from hand_mqtt.clients import plot as drawing
 
     if pose is not None and angles is not None:
         raise fail("give --pose or --angles, not both", 2)
@@ -185,7 +185,7 @@ def _show_window(
 ) -> None:
     import tkinter as tk
 
-    from hand_mqtt import plot as drawing
+    from hand_mqtt.clients import plot as drawing
 
     try:
         root = tk.Tk()

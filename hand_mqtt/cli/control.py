@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from hand_mqtt.client import HandClient, Snapshot
+from hand_mqtt.clients.client import HandClient, Snapshot
 from hand_mqtt.model import FINGERS, HandState
 
 from .common import (

@@ -16,10 +16,7 @@ from typing import Annotated
 
 import typer
 
-from hand_mqtt.errors import ConfigError
-from hand_mqtt.model import Reported
-from hand_mqtt.mqtt import Message, MqttClient
-from hand_mqtt.security import (
+from hand_mqtt.accounts import (
     DEFAULT_ITERATIONS,
     Role,
     check_username,
@@ -31,6 +28,9 @@ from hand_mqtt.security import (
     write_password_file,
     write_private,
 )
+from hand_mqtt.errors import ConfigError
+from hand_mqtt.model import Reported
+from hand_mqtt.mqtt import Message, MqttClient
 from hand_mqtt.topics import validate_hand_name
 
 from .common import (

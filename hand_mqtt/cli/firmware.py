@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from hand_mqtt import firmware as fw
-from hand_mqtt.firmware import BuildResult
+from hand_mqtt.devtools import firmware as fw
+from hand_mqtt.devtools.firmware import BuildResult
 
 from .common import VerboseOption, handle_errors, setup_logging
 

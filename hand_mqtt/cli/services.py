@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from hand_mqtt.arbiter import Arbiter
-from hand_mqtt.client import HandClient, Snapshot
-from hand_mqtt.device import DeviceService, DeviceSettings
+from hand_mqtt.clients.client import HandClient, Snapshot
+from hand_mqtt.clients.homeassistant import DEFAULT_PREFIX, Discovery
 from hand_mqtt.errors import ConfigError
-from hand_mqtt.homeassistant import DEFAULT_PREFIX, Discovery
+from hand_mqtt.hardware.protocol import DeviceConfig, FailsafeAction
 from hand_mqtt.model import FINGERS, PoseBook
 from hand_mqtt.mqtt import MqttClient
-from hand_mqtt.protocol import DeviceConfig, FailsafeAction
+from hand_mqtt.services.arbiter import Arbiter
+from hand_mqtt.services.device import DeviceService, DeviceSettings
 from hand_mqtt.topics import validate_hand_name
 
 from .clients import DiscoveryPrefixOption
@@ -39,7 +39,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from hand_mqtt.stack import Stack
+    from hand_mqtt.services.stack import Stack
 
 # The embedded broker, the simulated hand and the all-in-one stack are imported by the commands
 # that use them, so the arbiter and the device service do not carry them (asyncio, amqtt).
@@ -147,7 +147,7 @@ def broker(
     verbose: VerboseOption = 0,
 ) -> None:
     """Run the embedded MQTT broker (amqtt) until Ctrl-C."""
-    from hand_mqtt.broker import EmbeddedBroker
+    from hand_mqtt.broker.embedded import EmbeddedBroker
 
     setup_logging(verbose, service=True)
     with handle_errors():
@@ -259,7 +259,7 @@ def device(
 ) -> None:
     """Run the device service for one hand on a serial port."""
     setup_logging(verbose, service=True)
-    from hand_mqtt.link import SerialLink
+    from hand_mqtt.hardware.link import SerialLink
 
     with handle_errors():
         settings = _device_settings(_poses(poses), failsafe_timeout, failsafe, safe_pose, speed)
@@ -297,7 +297,7 @@ def simulate(
     verbose: VerboseOption = 0,
 ) -> None:
     """Run a simulated hand (the firmware's behaviour in Python) on a pty or a TCP port."""
-    from hand_mqtt.simulator import PtyHand, SocketHand
+    from hand_mqtt.devtools.simulated_port import PtyHand, SocketHand
 
     setup_logging(verbose, service=True)
     hand: PtyHand | SocketHand = (
@@ -344,7 +344,7 @@ def up(
     verbose: VerboseOption = 0,
 ) -> None:
     """Run everything: broker, arbiter and device service on a simulated hand."""
-    from hand_mqtt.stack import Stack, StackSettings
+    from hand_mqtt.services.stack import Stack, StackSettings
 
     setup_logging(verbose, service=verbose > 0)
     with handle_errors():

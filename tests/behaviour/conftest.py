@@ -1,10 +1,11 @@
 """One behavioural suite, two implementations of the firmware.
 
 Every test in this package runs twice: against the Python simulator
-(:class:`hand_mqtt.simulator.PtyHand`) and against the real firmware ELF in simavr
-(:class:`hand_mqtt.emulator.EmulatedHand`, throttled to wall-clock time). Both sit behind a
-pty, and the tests speak to them the same way, with pyserial and ``hand_mqtt.protocol``. The
-``wire`` fixture hands over a freshly booted hand whose boot HELLO has been read.
+(:class:`hand_mqtt.devtools.simulated_port.PtyHand`) and against the real firmware ELF in
+simavr (:class:`hand_mqtt.devtools.emulator.EmulatedHand`, throttled to wall-clock time). Both
+sit behind a pty, and the tests speak to them the same way, with pyserial and
+``hand_mqtt.hardware.protocol``. The ``wire`` fixture hands over a freshly booted hand whose
+boot HELLO has been read.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from hand_mqtt import protocol as p
-from hand_mqtt.emulator import EmulatedHand
-from hand_mqtt.firmware import BuildResult
-from hand_mqtt.simulator import PtyHand
+from hand_mqtt.devtools.emulator import EmulatedHand
+from hand_mqtt.devtools.firmware import BuildResult
+from hand_mqtt.devtools.simulated_port import PtyHand
+from hand_mqtt.hardware import protocol as p
 from tests.behaviour.wire import Wire
 from tests.firmware.conftest import firmware_build, sim_runner, toolchain
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 import time
 
-from hand_mqtt import protocol as p
+from hand_mqtt.hardware import protocol as p
 from tests.behaviour.wire import Wire, line_noise
 
 POWER_ON = (90, 90, 90, 90, 90)

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import serial
 
-from hand_mqtt import protocol as p
+from hand_mqtt.hardware import protocol as p
 
 R = TypeVar("R", p.Hello, p.Ack, p.Nack, p.Failsafe)
 S = TypeVar("S", p.Hello, p.Ack, p.Nack)

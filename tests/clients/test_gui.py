@@ -33,7 +33,7 @@ from hand_mqtt import (
     Topics,
 )
 from hand_mqtt.cli import app
-from hand_mqtt.gui import HandWindow, parse_custom_angles
+from hand_mqtt.clients.gui import HandWindow, parse_custom_angles
 from tests.conftest import need
 from tests.support.brokers import MosquittoProcess, RunningBroker, mosquitto_binary
 from tests.support.system import System

@@ -16,14 +16,14 @@ from typer.testing import CliRunner
 
 from hand_mqtt import BUILTIN_POSES, FINGERS, BrokerUrl, Topics
 from hand_mqtt.cli import app
-from hand_mqtt.errors import ConfigError
-from hand_mqtt.plot import (
+from hand_mqtt.clients.plot import (
     FINGER_GEOMETRY,
     finger_chains,
     require_matplotlib,
     save_png,
     tip_distance,
 )
+from hand_mqtt.errors import ConfigError
 from tests.support.brokers import RunningBroker
 from tests.support.system import System
 

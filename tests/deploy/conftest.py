@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hand_mqtt import EmbeddedBroker
-from hand_mqtt.security import Role, default_users
+from hand_mqtt.accounts import Role, default_users
 from tests.conftest import need
 from tests.deploy.support import ShippedMosquitto, make_users
 from tests.support.brokers import free_port, mosquitto_binary

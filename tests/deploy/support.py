@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from hand_mqtt import BrokerUrl, Message, MqttClient
-from hand_mqtt.security import Role, hash_password, new_password, render_acl, write_private
+from hand_mqtt.accounts import Role, hash_password, new_password, render_acl, write_private
 from tests.support.brokers import MosquittoProcess, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -29,8 +29,8 @@ from hand_mqtt import (
     Topics,
     parse_command,
 )
-from hand_mqtt import protocol as p
 from hand_mqtt.commands import MAX_PAYLOAD_BYTES
+from hand_mqtt.hardware import protocol as p
 from hand_mqtt.topics import CommandTopic
 from tests.conftest import need
 from tests.deploy.support import ServiceProcess, Watcher

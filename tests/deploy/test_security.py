@@ -33,12 +33,7 @@ from hand_mqtt import (
     Reported,
     Topics,
 )
-from hand_mqtt.cli import app
-from hand_mqtt.protocol import DeviceConfig
-from hand_mqtt.security import (
-    READ,
-    WRITE,
-    AccessRules,
+from hand_mqtt.accounts import (
     Role,
     default_users,
     hash_password,
@@ -47,6 +42,9 @@ from hand_mqtt.security import (
     render_acl,
     verify_password,
 )
+from hand_mqtt.broker.acl import READ, WRITE, AccessRules
+from hand_mqtt.cli import app
+from hand_mqtt.hardware.protocol import DeviceConfig
 from tests.conftest import need
 from tests.deploy.conftest import SecuredBroker
 from tests.deploy.support import (

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from hand_mqtt import firmware
-from hand_mqtt.firmware import BuildResult
+from hand_mqtt.devtools import firmware
+from hand_mqtt.devtools.firmware import BuildResult
 from tests.conftest import need
 
 __all__ = ["BUILD_TOOLS", "FIRMWARE_DIR", "SIMAVR_HEADER", "missing", "need"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hand_mqtt import firmware
+from hand_mqtt.devtools import firmware
 from hand_mqtt.errors import FirmwareError
 
 from .conftest import FIRMWARE_DIR

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hand_mqtt.cli import app
-from hand_mqtt.firmware import BuildResult
+from hand_mqtt.devtools.firmware import BuildResult
 
 from .test_flash import install_fake_avrdude
 

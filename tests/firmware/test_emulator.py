@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 import serial
 
-from hand_mqtt import protocol as p
-from hand_mqtt.emulator import (
+from hand_mqtt.devtools.emulator import (
     FINGER_PINS,
     EmulatedHand,
     Pulse,
@@ -25,7 +24,8 @@ from hand_mqtt.emulator import (
     last_pulse_widths,
     servo_pulses,
 )
-from hand_mqtt.firmware import BuildResult
+from hand_mqtt.devtools.firmware import BuildResult
+from hand_mqtt.hardware import protocol as p
 
 pytestmark = [pytest.mark.firmware, pytest.mark.emulator]
 

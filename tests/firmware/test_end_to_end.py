@@ -35,10 +35,10 @@ from hand_mqtt import (
     MqttClient,
     Topics,
 )
-from hand_mqtt.emulator import EmulatedHand, Pulse, angle_to_pulse_us
-from hand_mqtt.firmware import BuildResult
-from hand_mqtt.link import SerialLink
-from hand_mqtt.protocol import DeviceConfig
+from hand_mqtt.devtools.emulator import EmulatedHand, Pulse, angle_to_pulse_us
+from hand_mqtt.devtools.firmware import BuildResult
+from hand_mqtt.hardware.link import SerialLink
+from hand_mqtt.hardware.protocol import DeviceConfig
 from tests.behaviour.wire import line_noise
 from tests.support.brokers import MosquittoProcess
 from tests.support.system import wait_until

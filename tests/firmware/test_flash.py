@@ -1,4 +1,4 @@
-"""hand_mqtt.firmware.flash runs avrdude as documented and explains what is missing.
+"""hand_mqtt.devtools.firmware.flash runs avrdude as documented and explains what is missing.
 
 No Uno is needed: a stand-in `avrdude` script on PATH records its arguments and prints a
 progress bar the way avrdude does (pieces separated by carriage returns).
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hand_mqtt import firmware
+from hand_mqtt.devtools import firmware
 from hand_mqtt.errors import FirmwareError
 
 pytestmark = pytest.mark.firmware

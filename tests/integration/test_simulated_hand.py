@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import serial
 
-from hand_mqtt import protocol as p
-from hand_mqtt.simulator import PtyHand, SimulatedFirmware, SocketHand
+from hand_mqtt.devtools.simulated_port import PtyHand, SocketHand
+from hand_mqtt.devtools.simulator import SimulatedFirmware
+from hand_mqtt.hardware import protocol as p
 
 TIMEOUT_S = 3.0
 

@@ -20,7 +20,7 @@ from hand_mqtt import (
     Reported,
     Topics,
 )
-from hand_mqtt.protocol import DeviceConfig
+from hand_mqtt.hardware.protocol import DeviceConfig
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:

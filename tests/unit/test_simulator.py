@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hand_mqtt import protocol as p
-from hand_mqtt.simulator import FIRMWARE_VERSION, SimulatedFirmware
+from hand_mqtt.devtools.simulator import FIRMWARE_VERSION, SimulatedFirmware
+from hand_mqtt.hardware import protocol as p
 
 VECTORS_PATH = Path(__file__).resolve().parents[2] / "protocol" / "vectors.json"
 VECTORS: dict[str, Any] = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))

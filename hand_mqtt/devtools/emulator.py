@@ -25,8 +25,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, NamedTuple, Self
 
-from . import firmware
-from .errors import FirmwareError
+from hand_mqtt.devtools import firmware
+from hand_mqtt.errors import FirmwareError
 
 __all__ = [
     "FINGER_PINS",

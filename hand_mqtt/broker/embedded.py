@@ -5,7 +5,7 @@ its own event loop on a background thread; the rest of hand-mqtt talks to it ove
 other broker. Its retained messages live in memory: they are gone when it stops.
 
 By default anyone may connect and do anything, which suits one machine on a trusted network.
-Given Mosquitto's password file and ACL file (see ``hand_mqtt.security``) it checks users and
+Given Mosquitto's password file and ACL file (see ``hand_mqtt.accounts``) it checks users and
 topic rights the way Mosquitto does, with two plugins of ours: one checks passwords, the other
 checks every publish, every delivery and every subscription against the ACL.
 """
@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import BrokerStartError, ConfigError
-from .security import READ, WRITE, AccessRules, read_password_file, verify_password
+from hand_mqtt.accounts import read_password_file, verify_password
+from hand_mqtt.broker.acl import READ, WRITE, AccessRules
+from hand_mqtt.errors import BrokerStartError, ConfigError
 
 __all__ = ["EmbeddedBroker"]
 
@@ -144,7 +145,7 @@ def _broker_class() -> type:
 
 
 def __getattr__(name: str) -> type:
-    # amqtt loads plugins by dotted name: hand_mqtt.broker.PasswordFilePlugin and so on.
+    # amqtt loads plugins by dotted name: hand_mqtt.broker.embedded.PasswordFilePlugin and so on.
     classes = _plugin_classes() if name in ("PasswordFilePlugin", "AclFilePlugin") else {}
     if name in classes:
         return classes[name]

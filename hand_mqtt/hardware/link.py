@@ -14,7 +14,7 @@ from typing import Any
 
 import serial
 
-from .errors import LinkError
+from hand_mqtt.errors import LinkError
 
 __all__ = ["DEFAULT_BAUDRATE", "SerialLink"]
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from .errors import ConfigError
-from .model import FINGERS, MAX_ANGLE, MIN_ANGLE
+from hand_mqtt.errors import ConfigError
+from hand_mqtt.model import FINGERS, MAX_ANGLE, MIN_ANGLE
 
 if TYPE_CHECKING:
     import tkinter as tk

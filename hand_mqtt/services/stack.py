@@ -12,13 +12,13 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .arbiter import Arbiter
-from .broker import EmbeddedBroker
-from .device import DeviceService, DeviceSettings
-from .model import PoseBook
-from .mqtt import BrokerUrl, MqttClient
-from .simulator import PtyHand
-from .topics import Topics
+from hand_mqtt.broker.embedded import EmbeddedBroker
+from hand_mqtt.devtools.simulated_port import PtyHand
+from hand_mqtt.model import PoseBook
+from hand_mqtt.mqtt import BrokerUrl, MqttClient
+from hand_mqtt.services.arbiter import Arbiter
+from hand_mqtt.services.device import DeviceService, DeviceSettings
+from hand_mqtt.topics import Topics
 
 __all__ = ["Stack", "StackSettings"]
 
@@ -102,7 +102,7 @@ class Stack:
 
     def _start_hand(self) -> _Hand:
         if self.settings.emulate:
-            from .emulator import EmulatedHand
+            from hand_mqtt.devtools.emulator import EmulatedHand
 
             emulated = EmulatedHand(realtime=True)
             emulated.start()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from .errors import FirmwareError
+from hand_mqtt.errors import FirmwareError
 
 __all__ = [
     "BUILD_PACKAGES",
@@ -69,7 +69,7 @@ class BuildResult:
 def firmware_dir() -> Path:
     """The ``firmware/`` source folder (override with ``$HAND_MQTT_FIRMWARE_DIR``)."""
     override = os.environ.get(_ENV_DIR)
-    folder = Path(override) if override else Path(__file__).resolve().parent.parent / "firmware"
+    folder = Path(override) if override else Path(__file__).resolve().parents[2] / "firmware"
     if not (folder / "Makefile").is_file() or not (folder / "hand" / "hand.ino").is_file():
         raise FirmwareError(
             f"the firmware sources are not at {folder} (expected Makefile and hand/hand.ino); "

@@ -17,11 +17,11 @@ from typing import Final
 
 from pydantic import ValidationError
 
-from .commands import parse_command
-from .errors import CommandError
-from .model import FINGERS, ErrorReport, HandState, PoseBook
-from .mqtt import Message, MqttClient, Will
-from .topics import BRIDGE, CommandTopic, HandTopics, Topics
+from hand_mqtt.commands import parse_command
+from hand_mqtt.errors import CommandError
+from hand_mqtt.model import FINGERS, ErrorReport, HandState, PoseBook
+from hand_mqtt.mqtt import Message, MqttClient, Will
+from hand_mqtt.topics import BRIDGE, CommandTopic, HandTopics, Topics
 
 __all__ = ["Arbiter"]
 

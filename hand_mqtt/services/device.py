@@ -23,12 +23,12 @@ from typing import Final
 
 from pydantic import ValidationError
 
-from . import protocol
-from .errors import DeviceBusyError, HandshakeError, LinkError, ProtocolError
-from .link import SerialLink
-from .model import FINGERS, FirmwareInfo, HandState, Reported
-from .mqtt import Message, MqttClient, Will
-from .topics import HandTopics, Topics
+from hand_mqtt.errors import DeviceBusyError, HandshakeError, LinkError, ProtocolError
+from hand_mqtt.hardware import protocol
+from hand_mqtt.hardware.link import SerialLink
+from hand_mqtt.model import FINGERS, FirmwareInfo, HandState, Reported
+from hand_mqtt.mqtt import Message, MqttClient, Will
+from hand_mqtt.topics import HandTopics, Topics
 
 __all__ = ["DeviceService", "DeviceSettings"]
 

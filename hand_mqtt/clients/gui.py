@@ -19,10 +19,17 @@ from dataclasses import dataclass
 from tkinter import ttk
 from typing import Final, Literal
 
-from . import plot
-from .client import HandClient, Snapshot
-from .errors import CommandError, HandMqttError
-from .model import BUILTIN_POSES, FINGERS, MAX_ANGLE, MIN_ANGLE, ErrorReport, HandState
+from hand_mqtt.clients import plot
+from hand_mqtt.clients.client import HandClient, Snapshot
+from hand_mqtt.errors import CommandError, HandMqttError
+from hand_mqtt.model import (
+    BUILTIN_POSES,
+    FINGERS,
+    MAX_ANGLE,
+    MIN_ANGLE,
+    ErrorReport,
+    HandState,
+)
 
 __all__ = ["HandWindow", "parse_custom_angles"]
 

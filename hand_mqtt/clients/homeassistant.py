@@ -27,10 +27,10 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
-from . import __version__
-from .model import FINGERS, PoseBook
-from .mqtt import Message, MqttClient
-from .topics import HandTopics, Topics
+from hand_mqtt import __version__
+from hand_mqtt.model import FINGERS, PoseBook
+from hand_mqtt.mqtt import Message, MqttClient
+from hand_mqtt.topics import HandTopics, Topics
 
 __all__ = ["DEFAULT_PREFIX", "Discovery", "discovery_configs", "object_id"]
 

@@ -14,10 +14,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .errors import CommandError, NoAnswerError
-from .model import FINGERS, ErrorReport, HandState, Reported
-from .mqtt import BrokerUrl, Message, MqttClient
-from .topics import HandTopics, Topics
+from hand_mqtt.errors import CommandError, NoAnswerError
+from hand_mqtt.model import FINGERS, ErrorReport, HandState, Reported
+from hand_mqtt.mqtt import BrokerUrl, Message, MqttClient
+from hand_mqtt.topics import HandTopics, Topics
 
 __all__ = ["HandClient", "Snapshot"]
 

@@ -1,0 +1,297 @@
+"""The simulated firmware: the bundled firmware's protocol behaviour in Python, without I/O.
+
+:class:`SimulatedFirmware` is a pure state machine (no I/O, injectable clock) that follows
+``docs/serial-protocol.md`` from the firmware's side: power-on defaults, ACK/NACK/HELLO,
+failsafe, motion speed and the 50 ms stale-partial-frame rule. ``simulated_port`` runs it
+behind a pty or a TCP port.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Final
+
+from hand_mqtt.errors import ProtocolError
+from hand_mqtt.hardware import protocol as p
+
+__all__ = [
+    "FIRMWARE_VERSION",
+    "STALE_FRAME_S",
+    "SimulatedFirmware",
+]
+
+_log = logging.getLogger("hand_mqtt")
+
+FIRMWARE_VERSION: Final = (1, 0, 0)
+"""The version the simulated firmware reports in HELLO."""
+STALE_FRAME_S: Final = 0.050
+"""After this much silence an incomplete frame's sync byte is dropped and what followed it is
+scanned again (as after a bad LEN or CRC)."""
+_EPSILON_S: Final = 1e-6  # clock jitter tolerance: 0.1 s measured as 0.0999999 still counts
+_ALL_FINGERS: Final = (1 << p.FINGER_COUNT) - 1
+_POWER_ON_TARGETS: Final = (90, 90, 90, 90, 90)
+
+FrameListener = Callable[[p.Frame], None]
+
+
+class SimulatedFirmware:
+    """The firmware's protocol behaviour, byte for byte, without any I/O.
+
+    Feed it what the host writes (:meth:`feed`) and send back what it returns; call
+    :meth:`poll` regularly so the failsafe can fire on its own. Time comes from ``clock``
+    (seconds, monotonic), so tests can drive it with a fake clock. All methods are safe to
+    call from several threads.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        firmware_version: tuple[int, int, int] = FIRMWARE_VERSION,
+    ) -> None:
+        self._clock = clock
+        self._version = firmware_version
+        self._lock = threading.RLock()
+        self._listeners: list[FrameListener] = []
+        self._decoder = p.FrameDecoder()
+        self.frames_received = 0
+        """Frames with a good CRC (acted on or NACKed); not reset by :meth:`boot`."""
+        self.frames_applied = 0
+        """Frames accepted (answered with ACK or HELLO); not reset by :meth:`boot`."""
+        self.frames_nacked = 0
+        """Frames answered with NACK; not reset by :meth:`boot`."""
+        self.stale_discards = 0
+        """Incomplete frames dropped after 50 ms of silence; not reset by :meth:`boot`."""
+        self.failsafe_count = 0
+        """How many times the failsafe fired; not reset by :meth:`boot`."""
+        self._bad_before_boot = 0
+        self._power_on(self._clock())
+
+    # -- state ---------------------------------------------------------------------------
+
+    def _power_on(self, now: float) -> None:
+        self._bad_before_boot += self._decoder.bad_crc + self._decoder.bad_length
+        self._decoder.reset()
+        self._rx_tail = b""
+        self._targets: tuple[int, int, int, int, int] = _POWER_ON_TARGETS
+        self._positions: list[float] = [float(a) for a in self._targets]
+        self._config = p.DeviceConfig()
+        self._failsafe_active = False
+        self._failsafe_armed = False
+        self._driven = 0
+        self._last_valid = now
+        self._last_motion = now
+        self._last_rx = now
+
+    @property
+    def targets(self) -> tuple[int, int, int, int, int]:
+        """The five target angles (90 each until the first SET)."""
+        with self._lock:
+            return self._targets
+
+    @property
+    def positions(self) -> tuple[float, ...]:
+        """Where each servo is now, moving toward its target at ``speed_dps``."""
+        with self._lock:
+            self._advance(self._clock())
+            return tuple(self._positions)
+
+    @property
+    def config(self) -> p.DeviceConfig:
+        """The configuration in force (power-on: failsafe off, hold, open hand, speed 0)."""
+        with self._lock:
+            return self._config
+
+    @property
+    def failsafe_active(self) -> bool:
+        """Whether the failsafe has fired and no SET_ALL/SET_SOME has come since."""
+        with self._lock:
+            return self._failsafe_active
+
+    @property
+    def driving(self) -> bool:
+        """Whether any servo is driven (False until the first SET or a safe-pose failsafe)."""
+        with self._lock:
+            return self._driven != 0
+
+    @property
+    def driven(self) -> int:
+        """Mask of the driven servos (bit 0 index … bit 4 thumb): a SET_SOME drives its own."""
+        with self._lock:
+            return self._driven
+
+    @property
+    def moving(self) -> bool:
+        """Whether a servo has not reached its target yet."""
+        with self._lock:
+            self._advance(self._clock())
+            return self._is_moving()
+
+    @property
+    def status(self) -> int:
+        """The status flags as they would be sent now."""
+        with self._lock:
+            self._advance(self._clock())
+            return self._status()
+
+    @property
+    def bad_frames(self) -> int:
+        """Frames dropped for a bad LEN or CRC (never acted on, never answered)."""
+        with self._lock:
+            return self._bad_before_boot + self._decoder.bad_crc + self._decoder.bad_length
+
+    @property
+    def firmware_version(self) -> tuple[int, int, int]:
+        """The version reported in HELLO."""
+        return self._version
+
+    def add_listener(self, listener: FrameListener) -> None:
+        """Call ``listener(frame)`` for every frame with a good CRC, before it is handled."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: FrameListener) -> None:
+        """Undo :meth:`add_listener`."""
+        with self._lock:
+            self._listeners.remove(listener)
+
+    # -- inputs --------------------------------------------------------------------------
+
+    def boot(self) -> bytes:
+        """Power on: reset to the defaults and return the boot HELLO (SEQ 0)."""
+        with self._lock:
+            self._power_on(self._clock())
+            return p.hello_frame(0, self._version, self._status()).encode()
+
+    def feed(self, data: bytes) -> bytes:
+        """Take bytes from the host; return the bytes the firmware sends back."""
+        with self._lock:
+            now = self._clock()
+            out = bytearray(self._tick(now))
+            if data:
+                self._last_rx = now
+                # The decoder only ever holds a suffix of the stream (shorter than a frame):
+                # keep that much, so a stale partial frame can be rescanned.
+                self._rx_tail = (self._rx_tail + bytes(data))[-p.MAX_FRAME :]
+                for frame in self._decoder.feed(data):
+                    out += self._handle(frame, now)
+            return bytes(out)
+
+    def poll(self) -> bytes:
+        """Let time pass: motion, stale-frame discard, failsafe.
+
+        Returns what the firmware sends on its own: a FAILSAFE, or the answers to frames found
+        behind a stale sync byte (``b""`` mostly).
+        """
+        with self._lock:
+            return self._tick(self._clock())
+
+    # -- internals (lock held) -------------------------------------------------------------
+
+    def _tick(self, now: float) -> bytes:
+        self._advance(now)
+        out = b""
+        if self._decoder.pending and now - self._last_rx >= STALE_FRAME_S - _EPSILON_S:
+            out += self._drop_stale(now)
+        timeout_ms = self._config.failsafe_timeout_ms
+        if (
+            timeout_ms
+            and self._failsafe_armed
+            and now - self._last_valid >= timeout_ms / 1000.0 - _EPSILON_S
+        ):
+            out += self._fire_failsafe()
+        return out
+
+    def _drop_stale(self, now: float) -> bytes:
+        """Give up on the incomplete frame held back: drop its sync byte and scan what followed.
+
+        As after a bad LEN or CRC, scanning resumes right after the offending sync byte, so a
+        complete frame that arrived behind it is still found (and answered). Every byte held is
+        stale, so this repeats until nothing is held.
+        """
+        self.stale_discards += 1
+        out = bytearray()
+        held = self._rx_tail[len(self._rx_tail) - self._decoder.pending :]
+        while held:
+            self._decoder.discard()
+            held = held[1:]
+            for frame in self._decoder.feed(held):
+                out += self._handle(frame, now)
+            held = held[len(held) - self._decoder.pending :] if self._decoder.pending else b""
+        self._rx_tail = b""
+        return bytes(out)
+
+    def _fire_failsafe(self) -> bytes:
+        self._failsafe_armed = False
+        self._failsafe_active = True
+        self.failsafe_count += 1
+        if self._config.failsafe_action == p.FailsafeAction.SAFE_POSE:
+            self._set_targets(self._config.safe_pose, _ALL_FINGERS)
+        _log.debug("simulated firmware: failsafe fired, targets %s", self._targets)
+        return p.failsafe_frame(self._targets, self._status()).encode()
+
+    def _advance(self, now: float) -> None:
+        elapsed = max(0.0, now - self._last_motion)
+        self._last_motion = now
+        speed = self._config.speed_dps
+        for i, target in enumerate(self._targets):
+            here = self._positions[i]
+            if speed == 0 or abs(target - here) <= speed * elapsed:
+                self._positions[i] = float(target)
+            elif target > here:
+                self._positions[i] = here + speed * elapsed
+            else:
+                self._positions[i] = here - speed * elapsed
+
+    def _is_moving(self) -> bool:
+        return any(pos != t for pos, t in zip(self._positions, self._targets, strict=True))
+
+    def _status(self) -> int:
+        flags = p.STATUS_FAILSAFE if self._failsafe_active else 0
+        if self._is_moving():
+            flags |= p.STATUS_MOVING
+        return flags
+
+    def _set_targets(self, targets: tuple[int, int, int, int, int], mask: int) -> None:
+        self._targets = targets
+        self._driven |= mask
+        if self._config.speed_dps == 0:
+            self._positions = [float(a) for a in targets]
+
+    def _handle(self, frame: p.Frame, now: float) -> bytes:
+        self.frames_received += 1
+        for listener in list(self._listeners):
+            try:
+                listener(frame)
+            except Exception:
+                _log.exception("simulated firmware: frame listener failed")
+        try:
+            request = p.parse_request(frame)
+        except p.RequestRejected as rejected:
+            self.frames_nacked += 1
+            return p.nack_frame(frame.seq, rejected.reason).encode()
+        except ProtocolError:  # pragma: no cover - parse_request raises only RequestRejected
+            self.frames_nacked += 1
+            return p.nack_frame(frame.seq, p.NackReason.UNKNOWN_TYPE).encode()
+        self.frames_applied += 1
+        self._last_valid = now
+        self._failsafe_armed = True
+        match request:
+            case p.HelloRequest(seq=seq):
+                return p.hello_frame(seq, self._version, self._status()).encode()
+            case p.SetAll(seq=seq, angles=angles):
+                self._failsafe_active = False
+                self._set_targets(angles, _ALL_FINGERS)
+            case p.SetSome(mask=mask):
+                self._failsafe_active = False
+                self._set_targets(request.apply(self._targets), mask)
+            case p.Configure(config=config):
+                self._config = config
+                if config.speed_dps == 0:  # no speed: every servo is at its target at once
+                    self._positions = [float(a) for a in self._targets]
+            case p.Heartbeat():
+                pass
+        return p.ack_frame(frame.seq, self._targets, self._status()).encode()

@@ -1,0 +1,2 @@
+"""The serial side: the framed protocol, the serial link (the only pyserial user), and the
+hand drivers the device service drives the firmware through."""

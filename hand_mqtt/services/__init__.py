@@ -1,0 +1,2 @@
+"""The services: the arbiter (one writer of desired state), the device service, and the
+whole stack in one process."""
