@@ -13,6 +13,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -153,6 +154,24 @@ class _PahoClient(paho.Client):
         reset = getattr(self, "_reset_sockets", None)
         if reset is not None:
             reset()
+
+    def stop_loop(self, timeout: float) -> bool:
+        """paho's ``loop_stop``, woken at once and waited for at most ``timeout`` seconds.
+
+        ``loop_stop`` neither wakes the network thread (asleep in a one-second select, or
+        between reconnect attempts) nor bounds its wait. The thread is a daemon and ends by
+        itself within a second; returns whether it has ended already.
+        """
+        thread = getattr(self, "_thread", None)
+        self._thread_terminate = True
+        wake = getattr(self, "_sockpairW", None)
+        if wake is not None:
+            with contextlib.suppress(OSError):
+                wake.send(b"0")
+        if thread is None or thread is threading.current_thread():
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
 
     def _packet_queue(
         self,
@@ -316,13 +335,14 @@ class MqttClient:
         if not self._started:
             return
         self._started = False
+        deadline = time.monotonic() + timeout
         if self._connected.is_set():
             done = threading.Event()
             self._disconnect_hooks.append(done.set)
             self._paho.disconnect()
             done.wait(timeout)
-        self._paho.loop_stop()
-        self._paho.release()
+        if self._paho.stop_loop(max(0.1, deadline - time.monotonic())):
+            self._paho.release()
         self._connected.clear()
 
     def abort(self) -> None:
@@ -332,8 +352,8 @@ class MqttClient:
         if isinstance(sock, socket.socket):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-        self._paho.loop_stop()
-        self._paho.release()
+        if self._paho.stop_loop(2.0):
+            self._paho.release()
         self._connected.clear()
 
     @property

@@ -5,10 +5,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -60,7 +58,6 @@ __all__ = [
     "handle_errors",
     "setup_logging",
     "topics",
-    "wait_for_signal",
 ]
 
 
@@ -128,20 +125,3 @@ def broker_url(url: str, ca_file: str | None = None) -> BrokerUrl:
 
 def topics(base: str) -> Topics:
     return Topics(base)
-
-
-def wait_for_signal(tick: Callable[[], bool] | None = None) -> None:
-    """Block until SIGINT or SIGTERM (or ``tick`` returns False, checked every 0.2 s)."""
-    stop = threading.Event()
-
-    def on_signal(_signum: int, _frame: object) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while not stop.wait(0.2):
-            if tick is not None and not tick():
-                break
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -29,8 +29,8 @@ from .common import (
     handle_errors,
     setup_logging,
     topics,
-    wait_for_signal,
 )
+from .shutdown import StopSignals
 
 app = typer.Typer()
 
@@ -232,14 +232,14 @@ def watch(
             typer.echo(line)
             sys.stdout.flush()
 
-    with handle_errors():
+    with handle_errors(), StopSignals() as signals:
         client = _client(broker, ca_file, base, hand)
         client.add_listener(show)
         try:
             client.connect(5.0)
             show(client.snapshot())
             deadline = None if duration is None else time.monotonic() + duration
-            wait_for_signal(lambda: deadline is None or time.monotonic() < deadline)
+            signals.wait(lambda: deadline is None or time.monotonic() < deadline)
         finally:
             client.close()
 

@@ -35,8 +35,8 @@ from .common import (
     handle_errors,
     setup_logging,
     topics,
-    wait_for_signal,
 )
+from .shutdown import StopSignals
 
 if TYPE_CHECKING:
     from hand_mqtt.services.stack import Stack
@@ -150,23 +150,24 @@ def broker(
     from hand_mqtt.broker.embedded import EmbeddedBroker
 
     setup_logging(verbose, service=True)
-    with handle_errors():
-        embedded = EmbeddedBroker(
-            host,
-            port,
-            password_file=password_file,
-            acl_file=acl_file,
-            allow_anonymous=allow_anonymous,
-            websockets_port=websockets,
-        )
-        embedded.start()
-    typer.echo(f"broker listening on {embedded.url}", err=True)
-    if embedded.websockets_url is not None:
-        typer.echo(f"websockets on {embedded.websockets_url}", err=True)
-    try:
-        wait_for_signal()
-    finally:
-        embedded.stop()
+    with StopSignals() as signals:
+        with handle_errors():
+            embedded = EmbeddedBroker(
+                host,
+                port,
+                password_file=password_file,
+                acl_file=acl_file,
+                allow_anonymous=allow_anonymous,
+                websockets_port=websockets,
+            )
+            embedded.start()
+        typer.echo(f"broker listening on {embedded.url}", err=True)
+        if embedded.websockets_url is not None:
+            typer.echo(f"websockets on {embedded.websockets_url}", err=True)
+        try:
+            signals.wait()
+        finally:
+            embedded.stop()
 
 
 @app.command()
@@ -206,29 +207,31 @@ def arbiter(
             poses=book,
             max_hands=max_hands,
         )
-        discovery: Discovery | None = None
-        if homeassistant:
-            discovery = Discovery(
-                service.client,
-                topics=service.topics,
-                hands=served if served is not None else (lambda: service.hands),
-                poses=book,
-                prefix=discovery_prefix,
-            )
-            discovery.start()
-        service.start()
+    discovery: Discovery | None = None
 
     def tick() -> bool:
         if discovery is not None and served is None:
             discovery.refresh()
         return True
 
-    try:
-        wait_for_signal(tick)
-    finally:
-        if discovery is not None:
-            discovery.stop()
-        service.stop()
+    with StopSignals() as signals:
+        try:
+            if homeassistant:
+                discovery = Discovery(
+                    service.client,
+                    topics=service.topics,
+                    hands=served if served is not None else (lambda: service.hands),
+                    poses=book,
+                    prefix=discovery_prefix,
+                )
+                discovery.start()
+            with handle_errors():
+                service.start()
+            signals.wait(tick)
+        finally:
+            if discovery is not None:
+                discovery.stop()
+            service.stop()
 
 
 @app.command()
@@ -272,11 +275,13 @@ def device(
             takeover=takeover,
             link_factory=lambda url: SerialLink(url, baudrate=baudrate),
         )
-        service.start()
-    try:
-        wait_for_signal(lambda: not service.taken_over.is_set())
-    finally:
-        service.stop()
+    with StopSignals() as signals:
+        with handle_errors():
+            service.start()
+        try:
+            signals.wait(lambda: not service.taken_over.is_set())
+        finally:
+            service.stop()
     if service.taken_over.is_set():
         typer.echo("another device service took this hand over; stopped", err=True)
         raise typer.Exit(3)
@@ -303,14 +308,15 @@ def simulate(
     hand: PtyHand | SocketHand = (
         SocketHand(port=tcp, host=host) if tcp is not None else PtyHand(directory=link)
     )
-    hand.start()
-    where = hand.url if isinstance(hand, SocketHand) else hand.path
-    typer.echo(where)
-    sys.stdout.flush()
-    try:
-        wait_for_signal()
-    finally:
-        hand.stop()
+    with StopSignals() as signals:
+        hand.start()
+        try:
+            where = hand.url if isinstance(hand, SocketHand) else hand.path
+            typer.echo(where)
+            sys.stdout.flush()
+            signals.wait()
+        finally:
+            hand.stop()
 
 
 @app.command()
@@ -362,23 +368,25 @@ def up(
                 device=_device_settings(book, failsafe_timeout, failsafe, safe_pose, speed),
             )
         )
-        stack.start()
-    try:
-        _welcome(stack, base, hand, emulate)
+    with StopSignals() as signals:
+        with handle_errors():
+            stack.start()
         viewer: HandClient | None = None
-        if live:
-            viewer = HandClient(broker_url(stack.url), topics=topics(base), hand=hand, name="live")
-            viewer.add_listener(_LiveView())
-            with handle_errors():
-                viewer.connect(5.0)
         try:
-            wait_for_signal()
+            _welcome(stack, base, hand, emulate)
+            if live:
+                viewer = HandClient(
+                    broker_url(stack.url), topics=topics(base), hand=hand, name="live"
+                )
+                viewer.add_listener(_LiveView())
+                with handle_errors():
+                    viewer.connect(5.0)
+            signals.wait()
         finally:
+            typer.echo("\nstopping…", err=True)
             if viewer is not None:
                 viewer.close()
-    finally:
-        typer.echo("\nstopping…", err=True)
-        stack.stop()
+            stack.stop()
 
 
 def _welcome(stack: Stack, base: str, hand: str, emulate: bool) -> None:
