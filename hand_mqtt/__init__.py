@@ -9,7 +9,8 @@ import importlib
 import importlib.metadata
 import typing
 
-from hand_mqtt.clients.client import HandClient, Snapshot
+from hand_mqtt.clients.aio import AsyncChanges, AsyncHandClient
+from hand_mqtt.clients.client import Changes, HandClient, Snapshot
 from hand_mqtt.commands import Command, FingerChange, parse_command
 from hand_mqtt.errors import (
     BrokerStartError,
@@ -66,8 +67,11 @@ __all__ = [
     "FINGERS",
     "Angles",
     "Arbiter",
+    "AsyncChanges",
+    "AsyncHandClient",
     "BrokerStartError",
     "BrokerUrl",
+    "Changes",
     "Command",
     "CommandError",
     "ConfigError",

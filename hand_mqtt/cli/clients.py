@@ -75,7 +75,13 @@ def gui(
     from hand_mqtt.clients.gui import HandWindow
 
     with handle_errors():
-        client = HandClient(broker_url(broker, ca_file), topics=topics(base), hand=hand, name="gui")
+        client = HandClient(
+            broker_url(broker, ca_file),
+            topics=topics(base),
+            hand=hand,
+            name="gui",
+            require_state=False,
+        )
         client.connect(timeout)
     try:
         try:
@@ -156,7 +162,11 @@ def plot(
             title = f"pose {pose}"
         else:
             client = HandClient(
-                broker_url(broker, ca_file), topics=topics(base), hand=hand, name="plot"
+                broker_url(broker, ca_file),
+                topics=topics(base),
+                hand=hand,
+                name="plot",
+                require_state=False,
             )
             try:
                 client.connect(timeout)

@@ -40,7 +40,9 @@ FingerArgument = Annotated[
 
 
 def _client(broker: str, ca_file: str | None, base: str, hand: str) -> HandClient:
-    return HandClient(broker_url(broker, ca_file), topics=topics(base), hand=hand)
+    return HandClient(
+        broker_url(broker, ca_file), topics=topics(base), hand=hand, require_state=False
+    )
 
 
 def _describe(state: HandState) -> str:

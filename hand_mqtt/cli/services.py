@@ -376,7 +376,11 @@ def up(
             _welcome(stack, base, hand, emulate)
             if live:
                 viewer = HandClient(
-                    broker_url(stack.url), topics=topics(base), hand=hand, name="live"
+                    broker_url(stack.url),
+                    topics=topics(base),
+                    hand=hand,
+                    name="live",
+                    require_state=False,
                 )
                 viewer.add_listener(_LiveView())
                 with handle_errors():

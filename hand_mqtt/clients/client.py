@@ -1,214 +1,266 @@
-"""A client for people and programs: send commands and wait for the verdict, read the state.
+"""The Python API for programs that drive a hand, blocking flavour: :class:`HandClient`.
 
-Used by the CLI and the GUI; any MQTT client can do the same by following docs/topics.md.
+```python
+with HandClient("mqtt://127.0.0.1:1883", hand="hand1") as hand:
+    hand.pose("peace")
+    hand.set(index=90, thumb=0, wait="reported")
+    for snapshot in hand.changes():
+        ...
+```
+
+Every call runs in the caller's thread and waits there; the MQTT network thread only feeds the
+shared :class:`~hand_mqtt.clients.core.ClientCore`. :class:`~hand_mqtt.clients.aio.AsyncHandClient`
+is the same client for asyncio.
 """
 
 from __future__ import annotations
 
-import json
 import threading
-import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from pydantic import ValidationError
-
-from hand_mqtt.errors import CommandError, NoAnswerError
-from hand_mqtt.model import FINGERS, ErrorReport, HandState, Reported
-from hand_mqtt.mqtt import BrokerUrl, Message, MqttClient
+from hand_mqtt.clients import payloads
+from hand_mqtt.clients.core import (
+    DEFAULT_TIMEOUT,
+    ClientCore,
+    Listener,
+    Pending,
+    Snapshot,
+    Wait,
+)
+from hand_mqtt.model import ErrorReport, HandState, Reported
+from hand_mqtt.mqtt import BrokerUrl
 from hand_mqtt.topics import HandTopics, Topics
 
-__all__ = ["HandClient", "Snapshot"]
+__all__ = ["Changes", "HandClient", "Snapshot"]
+
+CHANGES_KEPT = 1000
+"""How many changes an iterator keeps for a consumer that falls behind (the oldest go)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """Everything the broker holds about one hand."""
+class Changes(Iterator[Snapshot]):
+    """Every change of one hand, delivered in the thread that iterates.
 
-    desired: HandState | None
-    reported: Reported | None
-    device: str | None
-    """The device service's availability: ``online``, ``offline`` or None (never seen)."""
-    arbiter: str | None
-    """The arbiter's bridge state: ``online``, ``offline`` or None."""
+    Iteration ends when the client is closed (or :meth:`close` is called). A consumer that
+    falls more than :data:`CHANGES_KEPT` changes behind loses the oldest; the newest snapshot
+    is always there.
+    """
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "desired": self.desired.model_dump() if self.desired else None,
-            "reported": self.reported.model_dump() if self.reported else None,
-            "device": self.device,
-            "arbiter": self.arbiter,
-        }
+    def __init__(self, core: ClientCore, kept: int = CHANGES_KEPT) -> None:
+        self._core = core
+        self._ready = threading.Condition()
+        self._queue: deque[Snapshot] = deque(maxlen=kept)
+        self._closed = False
+        self._remove = core.listen(self._put, self._wake)
 
+    def _put(self, snapshot: Snapshot) -> None:
+        with self._ready:
+            self._queue.append(snapshot)
+            self._ready.notify_all()
 
-Listener = Callable[[Snapshot], None]
+    def _wake(self) -> None:
+        with self._ready:
+            self._ready.notify_all()
+
+    def get(self, timeout: float | None = None) -> Snapshot | None:
+        """The next change; None when ``timeout`` passed first or iteration has ended."""
+        with self._ready:
+            self._ready.wait_for(lambda: self._queue or self._closed or self._core.closed, timeout)
+            return self._queue.popleft() if self._queue else None
+
+    def pending(self) -> list[Snapshot]:
+        """Every change that arrived and was not taken yet, without waiting."""
+        with self._ready:
+            found = list(self._queue)
+            self._queue.clear()
+            return found
+
+    def __iter__(self) -> Changes:
+        return self
+
+    def __next__(self) -> Snapshot:
+        snapshot = self.get()
+        if snapshot is None:
+            raise StopIteration
+        return snapshot
+
+    def close(self) -> None:
+        """Stop listening; a thread waiting in :meth:`get` or ``for`` returns."""
+        self._remove()
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+
+    def __enter__(self) -> Changes:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
 
 class HandClient:
-    """Commands one hand and follows what the arbiter and the device say about it."""
+    """Drives one hand and follows what the arbiter and its device say about it.
+
+    ``url`` is a broker URL (``mqtt[s]://[user:password@]host[:port]``) or a
+    :class:`~hand_mqtt.mqtt.BrokerUrl`. ``with HandClient(...) as hand:`` connects and waits
+    for the retained state, or raises :class:`~hand_mqtt.errors.MqttError` (its subclass
+    :class:`~hand_mqtt.errors.NoAnswerError` when no arbiter serves the hand) with a sentence.
+
+    Every command returns the new desired state once the arbiter accepts it, raises
+    :class:`~hand_mqtt.errors.CommandError` with the arbiter's sentence when it refuses, and
+    :class:`~hand_mqtt.errors.NoAnswerError` after ``timeout`` seconds without an answer. With
+    ``wait="reported"`` it returns only once the device reports the hand at those angles.
+    """
 
     def __init__(
         self,
-        url: BrokerUrl,
+        url: str | BrokerUrl,
         *,
-        topics: Topics | None = None,
         hand: str = "hand1",
-        name: str = "cli",
+        base: str | None = None,
+        topics: Topics | None = None,
+        name: str = "client",
+        timeout: float = DEFAULT_TIMEOUT,
+        require_state: bool = True,
     ) -> None:
-        self.topics = topics or Topics()
-        self.hand_topics: HandTopics = self.topics.hand(hand)
-        self._mqtt = MqttClient(url, name=name)
-        self._lock = threading.Condition()
-        self._desired: HandState | None = None
-        self._reported: Reported | None = None
-        self._device: str | None = None
-        self._arbiter: str | None = None
-        self._answers: dict[str | int, HandState | ErrorReport | None] = {}
-        self._synced = threading.Event()
-        self._listeners: list[Listener] = []
-        self.poses: dict[str, list[int]] = {}
-        self.errors: list[ErrorReport] = []
+        self._core = ClientCore(url, hand=hand, base=base, topics=topics, name=name)
+        self.timeout = timeout
+        """Seconds a call waits by default (connecting, and each command)."""
+        self.require_state = require_state
+        """Whether connecting fails when no arbiter has published a state for the hand."""
 
     # -- connection ------------------------------------------------------------------------
 
-    def connect(self, timeout: float = 5.0) -> None:
-        """Connect and wait until the retained topics have arrived."""
-        t = self.hand_topics
-        self._mqtt.subscribe(t.state, self._on_state)
-        self._mqtt.subscribe(t.reported, self._on_reported)
-        self._mqtt.subscribe(t.availability, self._on_device)
-        self._mqtt.subscribe(t.error, self._on_error)
-        self._mqtt.subscribe(self.topics.bridge_state, self._on_bridge)
-        self._mqtt.subscribe(self.topics.bridge_poses, self._on_poses)
-        sync_topic = self.topics.sync(self._mqtt.client_id)
-        self._mqtt.subscribe(sync_topic, lambda _m: self._synced.set())
-        self._mqtt.on_connect(lambda: self._mqtt.publish(sync_topic, b"sync", qos=1))
-        self._mqtt.connect(timeout)
-        self._synced.wait(timeout)
+    def connect(self, timeout: float | None = None) -> HandClient:
+        """Connect and wait for the retained state (what ``with`` does); returns ``self``."""
+        self._core.connect(self._timeout(timeout), require_state=self.require_state)
+        return self
 
     def close(self) -> None:
-        self._mqtt.stop()
+        """Disconnect. Iterators over :meth:`changes` end; waiting commands fail."""
+        self._core.close()
 
     def __enter__(self) -> HandClient:
-        return self
+        return self.connect()
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
     @property
     def connected(self) -> bool:
-        return self._mqtt.connected
+        return self._core.connected
 
-    def add_listener(self, listener: Listener) -> None:
-        """Call ``listener`` with a fresh :class:`Snapshot` on every change (network thread)."""
-        self._listeners.append(listener)
+    @property
+    def topics(self) -> Topics:
+        return self._core.topics
+
+    @property
+    def hand_topics(self) -> HandTopics:
+        return self._core.hand_topics
+
+    @property
+    def url(self) -> BrokerUrl:
+        return self._core.url
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def state(self) -> HandState | None:
+        """The desired state the arbiter published last."""
+        return self._core.snapshot().desired
+
+    @property
+    def reported(self) -> Reported | None:
+        """What the device service last reported from the firmware."""
+        return self._core.snapshot().reported
+
+    @property
+    def online(self) -> bool:
+        """True when the hand can move: arbiter and device online, serial link up."""
+        return self._core.snapshot().online
+
+    @property
+    def poses(self) -> dict[str, tuple[int, ...]]:
+        """The poses the arbiter knows (name → five angles)."""
+        return self._core.poses
+
+    @property
+    def errors(self) -> list[ErrorReport]:
+        """The latest refusals the arbiter sent for this hand, oldest first."""
+        return self._core.errors
 
     def snapshot(self) -> Snapshot:
-        with self._lock:
-            return Snapshot(self._desired, self._reported, self._device, self._arbiter)
+        """Desired, reported and both availabilities, read together."""
+        return self._core.snapshot()
+
+    def changes(self) -> Changes:
+        """Iterate every change from now on, in the calling thread (see :class:`Changes`)."""
+        return Changes(self._core)
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` with every change on the network thread; returns a remover.
+
+        Prefer :meth:`changes`: a listener must return quickly and must not call back into
+        this client's commands (they would wait for the thread that is running it).
+        """
+        return self._core.listen(listener)
 
     # -- commands --------------------------------------------------------------------------
 
-    def send(self, command: dict[str, Any], *, timeout: float = 5.0) -> HandState:
-        """Publish a whole-hand command and wait for the arbiter's verdict.
+    def send(
+        self, command: Mapping[str, Any], *, wait: Wait = "accepted", timeout: float | None = None
+    ) -> HandState:
+        """Send a raw ``<base>/<hand>/set`` command (docs/topics.md) and wait as the others do."""
+        return self._wait(self._core.submit(command, wait), timeout)
 
-        Returns the new desired state; raises :class:`CommandError` with the arbiter's sentence
-        when it is rejected and :class:`NoAnswerError` when nothing answers in time.
-        """
-        transaction = uuid.uuid4().hex[:16]
-        payload = json.dumps({**command, "transaction": transaction})
-        with self._lock:
-            self._answers[transaction] = None
-        self._mqtt.publish(self.hand_topics.set, payload, qos=1)
-        with self._lock:
-            answered = self._lock.wait_for(
-                lambda: self._answers.get(transaction) is not None, timeout
-            )
-            answer = self._answers.pop(transaction, None)
-        if not answered or answer is None:
-            raise NoAnswerError(
-                f"no answer from the arbiter within {timeout:g} s "
-                f"(is 'hand-mqtt arbiter' running for {self.hand_topics.root}?)"
-            )
-        if isinstance(answer, ErrorReport):
-            raise CommandError(answer.error, answer.transaction)
-        return answer
+    def pose(
+        self, name: str, *, wait: Wait = "accepted", timeout: float | None = None
+    ) -> HandState:
+        """Put the hand in a named pose."""
+        return self.send(payloads.pose(name), wait=wait, timeout=timeout)
 
-    def set_finger(self, finger: str, angle: int, *, timeout: float = 5.0) -> HandState:
-        return self.send({_finger(finger): angle}, timeout=timeout)
+    def set(
+        self,
+        *,
+        index: int | None = None,
+        middle: int | None = None,
+        ring: int | None = None,
+        pinky: int | None = None,
+        thumb: int | None = None,
+        wait: Wait = "accepted",
+        timeout: float | None = None,
+    ) -> HandState:
+        """Set the fingers named (0 contracted … 180 extended); the others stay."""
+        command = payloads.fingers(index=index, middle=middle, ring=ring, pinky=pinky, thumb=thumb)
+        return self.send(command, wait=wait, timeout=timeout)
 
-    def nudge(self, finger: str, delta: int, *, timeout: float = 5.0) -> HandState:
-        return self.send({_finger(finger): {"delta": delta}}, timeout=timeout)
+    def nudge(
+        self, finger: str, delta: int, *, wait: Wait = "accepted", timeout: float | None = None
+    ) -> HandState:
+        """Move one finger by ``delta`` degrees, clamped to 0-180 by the arbiter."""
+        return self.send(payloads.nudge(finger, delta), wait=wait, timeout=timeout)
 
-    def pose(self, name: str, *, timeout: float = 5.0) -> HandState:
-        return self.send({"pose": name}, timeout=timeout)
+    def angles(
+        self,
+        values: Sequence[int | None],
+        *,
+        wait: Wait = "accepted",
+        timeout: float | None = None,
+    ) -> HandState:
+        """All five fingers at once, in finger order; None leaves a finger as it is."""
+        return self.send(payloads.angles(values), wait=wait, timeout=timeout)
 
-    def angles(self, angles: Sequence[int | None], *, timeout: float = 5.0) -> HandState:
-        return self.send({"angles": list(angles)}, timeout=timeout)
+    # -- waiting ---------------------------------------------------------------------------
 
-    # -- handlers (network thread) ---------------------------------------------------------
+    def _timeout(self, timeout: float | None) -> float:
+        return self.timeout if timeout is None else timeout
 
-    def _changed(self) -> None:
-        snapshot = self.snapshot()
-        for listener in list(self._listeners):
-            listener(snapshot)
-
-    def _on_state(self, message: Message) -> None:
+    def _wait(self, pending: Pending, timeout: float | None) -> HandState:
+        seconds = self._timeout(timeout)
         try:
-            state = HandState.model_validate_json(message.payload)
-        except ValidationError:
-            return
-        with self._lock:
-            self._desired = state
-            if state.transaction is not None and state.transaction in self._answers:
-                self._answers[state.transaction] = state
-                self._lock.notify_all()
-        self._changed()
-
-    def _on_error(self, message: Message) -> None:
-        try:
-            report = ErrorReport.model_validate_json(message.payload)
-        except ValidationError:
-            return
-        with self._lock:
-            self.errors.append(report)
-            del self.errors[:-50]
-            if report.transaction is not None and report.transaction in self._answers:
-                self._answers[report.transaction] = report
-                self._lock.notify_all()
-        self._changed()
-
-    def _on_reported(self, message: Message) -> None:
-        try:
-            reported = Reported.model_validate_json(message.payload)
-        except ValidationError:
-            return
-        with self._lock:
-            self._reported = reported
-        self._changed()
-
-    def _on_device(self, message: Message) -> None:
-        with self._lock:
-            self._device = message.payload.decode("utf-8", "replace") or None
-        self._changed()
-
-    def _on_bridge(self, message: Message) -> None:
-        with self._lock:
-            self._arbiter = message.payload.decode("utf-8", "replace") or None
-        self._changed()
-
-    def _on_poses(self, message: Message) -> None:
-        try:
-            poses = json.loads(message.payload)
-        except ValueError:
-            return
-        if isinstance(poses, dict):
-            self.poses = {str(k): list(v) for k, v in poses.items() if isinstance(v, list)}
-        self._changed()
-
-
-def _finger(name: str) -> str:
-    if name not in FINGERS:
-        raise CommandError(f"unknown finger {name!r}; fingers are {', '.join(FINGERS)}")
-    return name
+            return pending.future.result(seconds)
+        except TimeoutError:
+            if pending.future.cancel():
+                raise self._core.no_answer(pending, seconds) from None
+            return pending.future.result()

@@ -77,7 +77,7 @@ class _News:
     """What the network thread hands to the Tk thread."""
 
     snapshot: Snapshot
-    poses: dict[str, list[int]]
+    poses: dict[str, tuple[int, ...]]
     last_error: ErrorReport | None
 
 
@@ -278,7 +278,7 @@ class HandWindow:
         def command() -> None:
             self.run_command(
                 f"{finger} to {angle}",
-                lambda: self.client.set_finger(finger, angle, timeout=self.command_timeout),
+                lambda: self.client.send({finger: angle}, timeout=self.command_timeout),
             )
 
         return command

@@ -1,0 +1,49 @@
+"""The ``<base>/<hand>/set`` payloads the client API sends, built from typed arguments.
+
+Only what a program can get wrong by its own hand (a finger's name, the length of a list) is
+checked here; angles, poses and gestures are the arbiter's to judge, so every client gets the
+same sentence for the same mistake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from hand_mqtt.errors import CommandError
+from hand_mqtt.model import FINGERS
+
+__all__ = ["angles", "finger_name", "fingers", "nudge", "pose"]
+
+Payload = dict[str, Any]
+
+
+def finger_name(name: str) -> str:
+    """``name`` if it names a finger, else a :class:`CommandError` listing the fingers."""
+    if name not in FINGERS:
+        raise CommandError(f"unknown finger {name!r}; fingers are {', '.join(FINGERS)}")
+    return name
+
+
+def pose(name: str) -> Payload:
+    return {"pose": name}
+
+
+def fingers(**angles: int | None) -> Payload:
+    payload: Payload = {finger_name(f): a for f, a in angles.items() if a is not None}
+    if not payload:
+        raise CommandError(f"name at least one finger to set ({', '.join(FINGERS)})")
+    return payload
+
+
+def nudge(finger: str, delta: int) -> Payload:
+    return {finger_name(finger): {"delta": delta}}
+
+
+def angles(values: Sequence[int | None]) -> Payload:
+    listed = list(values)
+    if len(listed) != len(FINGERS):
+        raise CommandError(
+            f"give five angles ({', '.join(FINGERS)}), each 0 to 180 or None; got {len(listed)}"
+        )
+    return {"angles": listed}
