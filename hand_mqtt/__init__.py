@@ -9,7 +9,6 @@ import importlib
 import importlib.metadata
 import typing
 
-from hand_mqtt.clients.aio import AsyncChanges, AsyncHandClient
 from hand_mqtt.clients.client import Changes, HandClient, Snapshot
 from hand_mqtt.commands import Command, FingerChange, parse_command
 from hand_mqtt.errors import (
@@ -44,6 +43,7 @@ from hand_mqtt.topics import HandTopics, Topics
 
 if typing.TYPE_CHECKING:
     from hand_mqtt.broker.embedded import EmbeddedBroker
+    from hand_mqtt.clients.aio import AsyncChanges, AsyncHandClient
     from hand_mqtt.devtools.simulated_port import PtyHand, SocketHand
     from hand_mqtt.devtools.simulator import SimulatedFirmware
     from hand_mqtt.services.stack import Stack, StackSettings
@@ -51,6 +51,8 @@ if typing.TYPE_CHECKING:
 # Loaded on first use: a service process that needs none of them (the arbiter, the device
 # service) then carries neither asyncio and amqtt nor the simulator.
 _LAZY = {
+    "AsyncChanges": ".clients.aio",
+    "AsyncHandClient": ".clients.aio",
     "EmbeddedBroker": ".broker.embedded",
     "PtyHand": ".devtools.simulated_port",
     "SimulatedFirmware": ".devtools.simulator",

@@ -3,6 +3,8 @@ simulated hand on a pty."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -102,8 +104,8 @@ def test_online_follows_the_device(hand: HandClient, system: System) -> None:
     wait_until(lambda: hand.online, what="online")
     assert system.device is not None
     system.device.stop()
-    wait_until(lambda: not hand.online, what="offline after the device stopped")
-    assert hand.snapshot().device == "offline"
+    wait_until(lambda: hand.snapshot().device == "offline", what="the device's offline")
+    assert not hand.online
 
 
 def test_wait_reported_times_out_with_a_reason(hand: HandClient, system: System) -> None:
@@ -196,3 +198,12 @@ def test_an_unreachable_broker_raises_the_package_error() -> None:
 def test_a_bad_url_raises_the_package_error() -> None:
     with pytest.raises(HandMqttError, match="scheme 'http' is not supported"):
         HandClient("http://127.0.0.1")
+
+
+def test_importing_the_package_leaves_asyncio_to_those_who_use_it() -> None:
+    """The services import hand_mqtt; the asyncio client must not slow their start."""
+    code = (
+        "import sys, hand_mqtt; assert 'asyncio' not in sys.modules; "
+        "hand_mqtt.AsyncHandClient; assert 'asyncio' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
