@@ -242,7 +242,7 @@ def _run_common(args: argparse.Namespace, results: dict[str, Any], rows: list[Ro
                     "flash / RAM bytes",
                     f"{fw['flash_bytes']} / {fw['ram_bytes']}",
                     _budget(
-                        "", fw["flash_bytes"] <= 4096 and fw["ram_bytes"] <= 384, "≤ 4096 / ≤ 384"
+                        "", fw["flash_bytes"] <= 5120 and fw["ram_bytes"] <= 384, "≤ 5120 / ≤ 384"
                     ),
                 )
             )

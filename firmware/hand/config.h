@@ -6,7 +6,7 @@
 #include <stdint.h>
 
 // Firmware version reported in HELLO (major, minor, patch).
-#define HAND_FW_MAJOR 1
+#define HAND_FW_MAJOR 2
 #define HAND_FW_MINOR 0
 #define HAND_FW_PATCH 0
 
@@ -20,7 +20,8 @@
 #define HAND_PIN_PINKY 6
 #define HAND_PIN_THUMB 5
 
-// Servo pulse range: 0 degrees -> MIN, 180 degrees -> MAX; one pulse per finger every frame.
+// Pulse range until the host calibrates a finger: logical 0 -> MIN, 180 -> MAX (Arduino's
+// Servo library defaults); one pulse per finger every frame.
 #define HAND_SERVO_MIN_US 544U
 #define HAND_SERVO_MAX_US 2400U
 #define HAND_SERVO_FRAME_US 20000U

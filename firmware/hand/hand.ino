@@ -3,7 +3,8 @@
 // command-line build is firmware/Makefile.
 //
 // Files: config.h (pins, defaults), protocol.* (frames, CRC, parser), controller.* (what a
-// frame does, failsafe, motion speed), servos.* (Timer1 servo driver), uart.* (USART0).
+// frame does: targets, relax, calibration, failsafe, motion), servos.* (Timer1 servo driver),
+// uart.* (USART0).
 #include "config.h"
 #include "controller.h"
 #include "protocol.h"
@@ -29,8 +30,10 @@ static void update_servos() {
     const uint8_t driven = controller.driven_mask();
     for (uint8_t i = 0; i < servos::CHANNELS; ++i) {
         if (driven & (1u << i)) {
-            servos::write_mdeg(i, controller.position_mdeg(i));
+            servos::write_half_us(i, controller.pulse_half_us(i));
             servos::attach(i);
+        } else {
+            servos::relax(i);
         }
     }
 }
@@ -81,9 +84,9 @@ void loop() {
         // Positions only change while moving or when the failsafe acts; skipping the update
         // otherwise saves five 32-bit divisions every millisecond.
         const bool was_moving = controller.status() & proto::STATUS_MOVING;
-        hand::Reply failsafe;
-        const bool fired = controller.tick(now, failsafe);
-        if (was_moving || fired) update_servos();
-        if (fired) send_reply(failsafe);
+        hand::Reply report;  // FAILSAFE or ARRIVED
+        const bool send = controller.tick(now, report);
+        if (was_moving || send) update_servos();
+        if (send) send_reply(report);
     }
 }

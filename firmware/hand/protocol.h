@@ -11,9 +11,16 @@ const uint8_t SYNC = 0xA5;
 const uint8_t MAX_PAYLOAD = 16;
 const uint8_t OVERHEAD = 5;  // sync, LEN, TYPE, SEQ, CRC
 const uint8_t MAX_FRAME = OVERHEAD + MAX_PAYLOAD;
-const uint8_t VERSION = 1;
+const uint8_t VERSION = 2;
 const uint8_t FINGERS = 5;
 const uint8_t MAX_ANGLE = 180;
+const uint8_t ALL_FINGERS = (1u << FINGERS) - 1;
+// Pulse widths a CALIBRATE may set, in microseconds.
+const uint16_t MIN_PULSE_US = 400;
+const uint16_t MAX_PULSE_US = 2600;
+// ACK, FAILSAFE and ARRIVED: five target angles, status flags, the mask of fingers without pulses.
+const uint8_t STATE_LEN = FINGERS + 2;
+const uint8_t HELLO_LEN = 6;
 
 enum Type {
     SET_ALL = 0x01,
@@ -21,10 +28,14 @@ enum Type {
     HEARTBEAT = 0x03,
     HELLO_REQUEST = 0x04,
     CONFIGURE = 0x05,
+    CALIBRATE = 0x06,
+    RELAX = 0x07,
+    MOVE = 0x08,
     HELLO = 0x81,
     ACK = 0x82,
     NACK = 0x83,
-    FAILSAFE = 0x84
+    FAILSAFE = 0x84,
+    ARRIVED = 0x85
 };
 
 enum NackReason {
@@ -32,7 +43,8 @@ enum NackReason {
     BAD_LENGTH = 2,
     BAD_ANGLE = 3,
     BAD_MASK = 4,
-    BAD_CONFIG = 5
+    BAD_CONFIG = 5,
+    BAD_PULSE = 6
 };
 
 enum Status {

@@ -6,28 +6,27 @@
 #include <avr/io.h>
 
 #include "config.h"
+#include "protocol.h"
 
 namespace servos {
 
 namespace {
 
 const uint16_t TICKS_PER_US = F_CPU / 8000000UL;  // prescaler 8
-const uint16_t MIN_TICKS = HAND_SERVO_MIN_US * TICKS_PER_US;
-const uint16_t SPAN_TICKS = (HAND_SERVO_MAX_US - HAND_SERVO_MIN_US) * TICKS_PER_US;
 const uint16_t FRAME_TICKS = HAND_SERVO_FRAME_US * TICKS_PER_US;
-const uint16_t DEFAULT_TICKS = MIN_TICKS + SPAN_TICKS / 2;
+const uint16_t DEFAULT_TICKS = (HAND_SERVO_MIN_US + HAND_SERVO_MAX_US) / 2 * TICKS_PER_US;
 // The compare interrupt is taken this many ticks (10 us) before the edges are due and waits
 // for the exact tick, so another interrupt running when it fires (millis' Timer0 overflow,
 // the UART) delays the interrupt but not the edge.
 const uint16_t LEAD_TICKS = 10 * TICKS_PER_US;
 
-static_assert(HAND_SERVO_MAX_US * CHANNELS < HAND_SERVO_FRAME_US, "pulses must fit in a frame");
+static_assert(F_CPU % 8000000UL == 0, "the timer counts whole half microseconds");
+static_assert(proto::MAX_PULSE_US * CHANNELS < HAND_SERVO_FRAME_US, "pulses must fit in a frame");
 static_assert((uint32_t)HAND_SERVO_FRAME_US * (F_CPU / 8000000UL) < 65536UL, "frame fits Timer1");
 
 volatile uint8_t *port_[CHANNELS];
-volatile uint8_t *ddr_[CHANNELS];
 uint8_t bit_[CHANNELS];
-// Mask used by the interrupt: zero while the channel is not attached, so it never drives it.
+// Mask used by the interrupt for rising edges: zero while the channel is not attached.
 volatile uint8_t active_[CHANNELS];
 volatile uint16_t width_[CHANNELS];
 
@@ -40,14 +39,20 @@ volatile uint8_t *rise_port = &no_port;
 uint8_t fall_mask;
 uint8_t rise_mask;
 
+void set_active(uint8_t channel, bool on) {
+    if (channel >= CHANNELS) return;
+    active_[channel] = on ? bit_[channel] : 0;  // one byte: no need to block interrupts
+}
+
 }  // namespace
 
 void begin(const uint8_t pins[CHANNELS]) {
     for (uint8_t i = 0; i < CHANNELS; ++i) {
         const uint8_t port = digitalPinToPort(pins[i]);
         port_[i] = portOutputRegister(port);
-        ddr_[i] = portModeRegister(port);
         bit_[i] = digitalPinToBitMask(pins[i]);
+        *port_[i] &= (uint8_t)~bit_[i];
+        *portModeRegister(port) |= bit_[i];
         active_[i] = 0;
         width_[i] = DEFAULT_TICKS;
     }
@@ -63,32 +68,22 @@ void begin(const uint8_t pins[CHANNELS]) {
 }
 
 void attach(uint8_t channel) {
-    if (channel >= CHANNELS || active_[channel]) return;
-    const uint8_t sreg = SREG;
-    cli();
-    *port_[channel] &= (uint8_t)~bit_[channel];  // low until its slot starts
-    *ddr_[channel] |= bit_[channel];
-    active_[channel] = bit_[channel];
-    SREG = sreg;
+    set_active(channel, true);
 }
 
-void write_mdeg(uint8_t channel, uint32_t mdeg) {
+void relax(uint8_t channel) {
+    // The interrupt always ends a slot's pulse by its pin's bit, so a pulse that has started
+    // falls at its normal time; without the active mask no new one rises.
+    set_active(channel, false);
+}
+
+void write_half_us(uint8_t channel, uint16_t half_us) {
     if (channel >= CHANNELS) return;
-    if (mdeg > 180000UL) mdeg = 180000UL;
-    const uint16_t ticks = (uint16_t)(MIN_TICKS + (mdeg * SPAN_TICKS + 90000UL) / 180000UL);
+    const uint16_t ticks = (uint16_t)(half_us * (TICKS_PER_US / 2));
     const uint8_t sreg = SREG;
     cli();
     width_[channel] = ticks;
     SREG = sreg;
-}
-
-uint16_t pulse_us(uint8_t channel) {
-    if (channel >= CHANNELS) return 0;
-    const uint8_t sreg = SREG;
-    cli();
-    const uint16_t ticks = width_[channel];
-    SREG = sreg;
-    return ticks / TICKS_PER_US;
 }
 
 }  // namespace servos
@@ -119,7 +114,7 @@ ISR(TIMER1_COMPA_vect) {
     const uint8_t next = now < CHANNELS ? now + 1 : 0;
     if (now < CHANNELS) {
         fall_port = port_[now];
-        fall_mask = active_[now];
+        fall_mask = bit_[now];
     } else {
         fall_port = &no_port;
         fall_mask = 0;

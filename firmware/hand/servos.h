@@ -5,7 +5,8 @@
 // the frame. The compare interrupt fires 10 us before a slot ends, waits for the exact tick,
 // then ends that slot's pulse and starts the next one: each pulse lasts exactly its slot even
 // when another interrupt (millis, the UART) delays this one.
-// A channel's pin is left alone (input, not driven) until attach() is called for it.
+// Every pin is an output held low from begin(): a channel pulses only while attached, and a
+// relaxed (detached) channel gets no pulse at all, not even a short one.
 #ifndef HAND_SERVOS_H
 #define HAND_SERVOS_H
 
@@ -15,14 +16,15 @@ namespace servos {
 
 const uint8_t CHANNELS = 5;
 
-// Sets up Timer1 and remembers the pins (Arduino numbering); does not touch them.
+// Sets up Timer1 and makes the pins (Arduino numbering) outputs held low.
 void begin(const uint8_t pins[CHANNELS]);
-// Starts driving the channel's pin (output, one pulse per frame). Idempotent.
+// Starts pulsing the channel's pin from its next slot on. Idempotent.
 void attach(uint8_t channel);
-// Sets the channel's position in thousandths of a degree (0..180000).
-void write_mdeg(uint8_t channel, uint32_t mdeg);
-// The pulse width in microseconds the channel is set to (for diagnostics).
-uint16_t pulse_us(uint8_t channel);
+// Stops pulsing the channel: a pulse under way ends at its normal width, then the pin stays
+// low. Idempotent.
+void relax(uint8_t channel);
+// Sets the channel's pulse width in half microseconds.
+void write_half_us(uint8_t channel, uint16_t half_us);
 
 }  // namespace servos
 

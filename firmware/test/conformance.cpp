@@ -1,6 +1,7 @@
 // Host conformance tests: the firmware's own protocol.cpp and controller.cpp, compiled with g++,
 // against every entry of protocol/vectors.json (via the generated vectors.h) plus behaviour the
-// vectors cannot express (failsafe timing, motion speed, the 50 ms stale-frame rule).
+// vectors cannot express (failsafe timing, motion speed, timed moves, relax, the 50 ms
+// stale-frame rule).
 #include <string.h>
 
 #include <vector>
@@ -139,19 +140,40 @@ void test_request_vectors() {
                     CHECK_EQ(r.len, 1);
                     CHECK_EQ(r.payload[0], v.nack_reason);
                     // A NACKed frame changes nothing.
-                    for (int k2 = 0; k2 < 5; ++k2) CHECK_EQ(c.target(k2), 90);
+                    for (int k2 = 0; k2 < 5; ++k2) {
+                        CHECK_EQ(c.target(k2), 90);
+                        CHECK_EQ(c.pulse_at_0_us(k2), 544);
+                        CHECK_EQ(c.pulse_at_180_us(k2), 2400);
+                    }
                     CHECK_EQ(c.driven_mask(), 0);
                     CHECK_EQ(c.failsafe_timeout_ms(), 0);
                     CHECK_EQ(c.speed_dps(), 0);
+                    CHECK_EQ(c.status(), 0);
                 }
                 if (v.has_angles) {
                     for (int k2 = 0; k2 < 5; ++k2) CHECK_EQ(c.target(k2), v.angles[k2]);
                 }
-                if (v.apply && f.type == proto::SET_SOME) CHECK_EQ(c.driven_mask(), v.mask);
+                if (v.mask >= 0) CHECK_EQ(c.driven_mask(), v.mask);
+                if (v.relaxed >= 0) CHECK_EQ(proto::ALL_FINGERS & ~c.driven_mask(), v.relaxed);
                 if (v.apply && f.type == proto::SET_ALL) CHECK_EQ(c.driven_mask(), 0x1F);
             }
         }
         CHECK_EQ(got, 1);
+    }
+}
+
+void test_pulse_vectors() {
+    for (size_t i = 0; i < vectors::pulses_count; ++i) {
+        const vectors::PulseCase &v = vectors::pulses[i];
+        check_context = "pulses";
+        hand::Controller c;
+        c.begin(0);
+        const Bytes calibrate = {0x1F, (uint8_t)v.pulse_at_0_us, (uint8_t)(v.pulse_at_0_us >> 8),
+                                 (uint8_t)v.pulse_at_180_us, (uint8_t)(v.pulse_at_180_us >> 8)};
+        CHECK_EQ(send(c, frame(proto::CALIBRATE, 1, calibrate), 0).type, proto::ACK);
+        const uint8_t a = (uint8_t)v.angle;
+        CHECK_EQ(send(c, frame(proto::SET_ALL, 2, Bytes{a, a, a, a, a}), 0).type, proto::ACK);
+        for (uint8_t k = 0; k < 5; ++k) CHECK_EQ(c.pulse_half_us(k), v.half_us);
     }
 }
 
@@ -201,8 +223,8 @@ void test_behaviour() {
     c.begin(1000);
     hand::Reply r;
     c.hello(0, r);
-    CHECK(wire(r) == (Bytes{0xA5, 0x06, 0x81, 0x00, 0x01, 0x01, 0x00, 0x00, 0x05, 0x00,
-                            proto::crc8(Bytes{0x06, 0x81, 0x00, 0x01, 0x01, 0x00, 0x00, 0x05,
+    CHECK(wire(r) == (Bytes{0xA5, 0x06, 0x81, 0x00, 0x02, 0x02, 0x00, 0x00, 0x05, 0x00,
+                            proto::crc8(Bytes{0x06, 0x81, 0x00, 0x02, 0x02, 0x00, 0x00, 0x05,
                                               0x00}.data(), 9)}));
     CHECK_EQ(c.driven_mask(), 0);
     // failsafe off at power-on: nothing fires however long we wait
@@ -217,7 +239,7 @@ void test_behaviour() {
     CHECK(c.tick(110, r));  // 100 ms after the last valid frame
     CHECK_EQ(r.type, proto::FAILSAFE);
     CHECK_EQ(r.seq, 0);
-    CHECK(wire(r) == wire(frame(proto::FAILSAFE, 0, Bytes{1, 2, 3, 4, 5, 1})));
+    CHECK(wire(r) == wire(frame(proto::FAILSAFE, 0, Bytes{1, 2, 3, 4, 5, 1, 0})));
     CHECK(!c.tick(500, r));  // fires once per silence
     r = send(c, frame(proto::HEARTBEAT, 3, Bytes{}), 600);
     CHECK_EQ(r.payload[5], proto::STATUS_FAILSAFE);  // heartbeat re-arms, flag stays
@@ -228,13 +250,24 @@ void test_behaviour() {
     check_context = "failsafe safe pose";
     c.begin(0);
     r = send(c, frame(proto::CONFIGURE, 1, configure_payload(250, 1, pose, 0)), 0);
-    CHECK_EQ(c.driven_mask(), 0);
+    r = send(c, frame(proto::SET_SOME, 2, Bytes{0x13, 0, 0, 0}), 0);
+    CHECK_EQ(c.driven_mask(), 0x13);
     CHECK(c.tick(250, r));
-    CHECK(wire(r) == wire(frame(proto::FAILSAFE, 0, Bytes{10, 20, 30, 40, 50, 1})));
-    CHECK_EQ(c.driven_mask(), 0x1F);
+    // Only the driven fingers go to the safe pose; the others stay limp where they were.
+    CHECK(wire(r) == wire(frame(proto::FAILSAFE, 0, Bytes{10, 20, 90, 90, 50, 1, 0x0C})));
+    CHECK_EQ(c.driven_mask(), 0x13);
     CHECK_EQ(c.position_mdeg(4), 50000);
-    r = send(c, frame(proto::SET_ALL, 2, Bytes{90, 90, 90, 90, 90}), 300);
+    r = send(c, frame(proto::SET_ALL, 3, Bytes{90, 90, 90, 90, 90}), 300);
     CHECK_EQ(r.payload[5], 0);
+
+    check_context = "failsafe never drives a limp finger";
+    c.begin(0);
+    r = send(c, frame(proto::CONFIGURE, 1, configure_payload(100, 1, pose, 0)), 0);
+    r = send(c, frame(proto::SET_ALL, 2, Bytes{0, 0, 0, 0, 0}), 0);
+    r = send(c, frame(proto::RELAX, 3, Bytes{0x1F}), 0);
+    CHECK(c.tick(100, r));
+    CHECK(wire(r) == wire(frame(proto::FAILSAFE, 0, Bytes{0, 0, 0, 0, 0, 1, 0x1F})));
+    CHECK_EQ(c.driven_mask(), 0);
 
     check_context = "nack keeps failsafe clock";
     c.begin(0);
@@ -269,6 +302,111 @@ void test_behaviour() {
     CHECK_EQ(c.position_mdeg(4), 180000);
     CHECK_EQ(c.driven_mask(), 0x12);
 
+    check_context = "relax";
+    c.begin(0);
+    r = send(c, frame(proto::CONFIGURE, 1, configure_payload(0, 0, open_hand, 90)), 0);
+    r = send(c, frame(proto::SET_ALL, 2, Bytes{0, 0, 0, 0, 0}), 0);
+    CHECK_EQ(r.payload[6], 0);
+    c.tick(500, r);  // half way down from 90
+    r = send(c, frame(proto::RELAX, 3, Bytes{0x11}), 500);
+    CHECK_EQ(r.type, proto::ACK);
+    CHECK(r.payload[5] & proto::STATUS_MOVING);  // the other three are still on their way
+    CHECK_EQ(r.payload[6], 0x11);
+    CHECK_EQ(c.driven_mask(), 0x0E);
+    CHECK_EQ(c.position_mdeg(0), 0);  // taken to be at its target
+    c.tick(1000, r);
+    CHECK_EQ(r.type, proto::ARRIVED);
+    r = send(c, frame(proto::SET_SOME, 4, Bytes{0x01, 0}), 1001);  // same angle: driven again
+    CHECK_EQ(c.driven_mask(), 0x0F);
+    CHECK_EQ(r.payload[5], 0);
+    CHECK_EQ(r.payload[6], 0x10);
+
+    check_context = "calibration";
+    c.begin(0);
+    r = send(c, frame(proto::CALIBRATE, 1, Bytes{0x01, 0xE6, 0x08, 0xD2, 0x02}), 0);  // 2278, 722
+    CHECK_EQ(r.type, proto::ACK);
+    CHECK_EQ(c.pulse_at_0_us(0), 2278);
+    CHECK_EQ(c.pulse_at_180_us(0), 722);
+    CHECK_EQ(c.pulse_at_0_us(1), 544);
+    r = send(c, frame(proto::SET_ALL, 2, Bytes{90, 90, 0, 180, 90}), 0);
+    CHECK_EQ(c.pulse_half_us(0), 3000);  // 1500 us, the middle of a mirrored range
+    CHECK_EQ(c.pulse_half_us(1), 2944);  // 1472 us
+    CHECK_EQ(c.pulse_half_us(2), 1088);  // 544 us
+    CHECK_EQ(c.pulse_half_us(3), 4800);  // 2400 us
+    r = send(c, frame(proto::CALIBRATE, 3, Bytes{0x02, 0x8F, 0x01, 0x60, 0x09}), 0);  // 399
+    CHECK_EQ(r.type, proto::NACK);
+    CHECK_EQ(r.payload[0], proto::BAD_PULSE);
+    CHECK_EQ(c.pulse_at_0_us(1), 544);
+
+    check_context = "timed move";
+    c.begin(0);
+    r = send(c, frame(proto::SET_ALL, 1, Bytes{180, 180, 90, 0, 100}), 0);
+    // index 180 -> 0, middle 180 -> 90, ring 90 -> 0, pinky 0 -> 180; thumb stays at 100.
+    const Bytes move_payload = {0x20, 0x03, 0x0F, 0, 90, 0, 180};  // 800 ms
+    r = send(c, frame(proto::MOVE, 2, move_payload), 1000);
+    CHECK_EQ(r.type, proto::ACK);
+    CHECK_EQ(r.payload[5], proto::STATUS_MOVING);
+    CHECK_EQ(c.driven_mask(), 0x1F);
+    uint32_t arrived_at = 0;
+    int arrivals = 0;
+    for (uint32_t t = 1001; t <= 2000; ++t) {
+        if (c.tick(t, r)) {
+            CHECK_EQ(r.type, proto::ARRIVED);
+            CHECK_EQ(r.seq, 0);
+            CHECK_EQ(r.payload[5], 0);
+            ++arrivals;
+            arrived_at = t;
+        }
+        if (t == 1400) {  // half way, every finger half way
+            CHECK_EQ(c.position_mdeg(0), 90000);
+            CHECK_EQ(c.position_mdeg(1), 135000);
+            CHECK_EQ(c.position_mdeg(2), 45000);
+            CHECK_EQ(c.position_mdeg(3), 90000);
+            CHECK_EQ(c.position_mdeg(4), 100000);
+        }
+        if (t == 1799) {  // none is there a millisecond early
+            CHECK(c.position_mdeg(0) > 0);
+            CHECK(c.position_mdeg(1) > 90000);
+            CHECK(c.position_mdeg(2) > 0);
+            CHECK(c.position_mdeg(3) < 180000);
+        }
+    }
+    CHECK_EQ(arrivals, 1);
+    CHECK_EQ(arrived_at, 1800);
+    CHECK_EQ(c.position_mdeg(3), 180000);
+
+    check_context = "timed move from mid-way";
+    c.begin(0);
+    r = send(c, frame(proto::CONFIGURE, 1, configure_payload(0, 0, open_hand, 10)), 0);
+    r = send(c, frame(proto::SET_ALL, 2, Bytes{0, 90, 90, 90, 90}), 0);
+    c.tick(1000, r);  // index at 80, still moving at 10 deg/s
+    CHECK_EQ(c.position_mdeg(0), 80000);
+    r = send(c, frame(proto::MOVE, 3, Bytes{0xC8, 0x00, 0x02, 180}), 1000);  // middle, 200 ms
+    c.tick(1100, r);
+    CHECK_EQ(c.position_mdeg(0), 40000);  // index too now arrives with the move
+    CHECK_EQ(c.position_mdeg(1), 135000);
+    CHECK(c.tick(1200, r));
+    CHECK_EQ(r.type, proto::ARRIVED);
+    CHECK_EQ(c.position_mdeg(0), 0);
+
+    check_context = "move of zero duration is a set";
+    c.begin(0);
+    r = send(c, frame(proto::MOVE, 1, Bytes{0x00, 0x00, 0x01, 5}), 0);
+    CHECK_EQ(r.payload[5], 0);
+    CHECK_EQ(c.position_mdeg(0), 5000);
+    CHECK(!c.tick(1, r));
+
+    check_context = "a set ends a timed move";
+    c.begin(0);
+    r = send(c, frame(proto::SET_ALL, 1, Bytes{0, 0, 0, 0, 0}), 0);
+    r = send(c, frame(proto::MOVE, 2, Bytes{0xE8, 0x03, 0x1F, 180, 180, 180, 180, 180}), 0);
+    c.tick(500, r);
+    r = send(c, frame(proto::SET_SOME, 3, Bytes{0x01, 10}), 500);  // speed 0: all at once
+    CHECK_EQ(r.payload[5], 0);
+    CHECK_EQ(c.position_mdeg(0), 10000);
+    CHECK_EQ(c.position_mdeg(4), 180000);
+    CHECK(!c.tick(501, r));  // the host was told in the ACK: no ARRIVED
+
     check_context = "clock wrap";
     c.begin(0xFFFFFF00u);
     r = send(c, frame(proto::CONFIGURE, 1, configure_payload(0x200, 0, open_hand, 0)),
@@ -283,10 +421,12 @@ int main() {
     test_crc_vectors();
     test_frame_vectors();
     test_request_vectors();
+    test_pulse_vectors();
     test_stream_vectors();
     test_stale_partial_frame();
     test_behaviour();
-    printf("vectors: %zu crc, %zu frames, %zu requests, %zu streams\n", vectors::crc_count,
-           vectors::frames_count, vectors::requests_count, vectors::streams_count);
+    printf("vectors: %zu crc, %zu frames, %zu requests, %zu pulses, %zu streams\n",
+           vectors::crc_count, vectors::frames_count, vectors::requests_count,
+           vectors::pulses_count, vectors::streams_count);
     return check_report("conformance");
 }

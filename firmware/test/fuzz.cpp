@@ -14,7 +14,8 @@
 //     when the parser was left in any state by earlier garbage and then went stale.
 //  4. The controller, fed random frames with a good CRC and random time steps, never reports
 //     an angle above 180, answers every frame with one well-formed reply, changes nothing on
-//     a NACK, and keeps positions within 0..180 degrees moving toward the targets.
+//     a NACK, keeps positions within 0..180 degrees moving toward the targets and pulses within
+//     the calibrated range, and never starts driving a finger as time passes.
 #include <stdlib.h>
 #include <string.h>
 
@@ -264,6 +265,7 @@ void property_push_without_next_is_bounded(Rng &rng, int iterations) {
 
 struct Snapshot {
     uint8_t targets[5];
+    uint16_t pulses[10];
     uint8_t driven;
     uint16_t timeout;
     uint16_t speed;
@@ -274,7 +276,11 @@ struct Snapshot {
 Snapshot snapshot(const hand::Controller &c) {
     Snapshot s;
     memset(&s, 0, sizeof s);
-    for (int i = 0; i < 5; ++i) s.targets[i] = c.target((uint8_t)i);
+    for (int i = 0; i < 5; ++i) {
+        s.targets[i] = c.target((uint8_t)i);
+        s.pulses[2 * i] = c.pulse_at_0_us((uint8_t)i);
+        s.pulses[2 * i + 1] = c.pulse_at_180_us((uint8_t)i);
+    }
     s.driven = c.driven_mask();
     s.timeout = c.failsafe_timeout_ms();
     s.speed = c.speed_dps();
@@ -293,17 +299,25 @@ void property_controller(Rng &rng, int iterations) {
         for (int step = 0; step < 200; ++step) {
             if (rng.chance(60)) {
                 proto::Frame f;
-                f.type = rng.chance(85) ? (uint8_t)(1 + rng.below(5)) : rng.byte();
+                f.type = rng.chance(85) ? (uint8_t)(1 + rng.below(8)) : rng.byte();
                 f.seq = rng.byte();
                 f.len = (uint8_t)(rng.chance(70) ? rng.below(11) : rng.below(17));
                 for (int i = 0; i < proto::MAX_PAYLOAD; ++i) {
                     f.payload[i] = rng.chance(70) ? (uint8_t)rng.below(200) : rng.byte();
                 }
-                if (f.type == proto::SET_SOME && f.len && rng.chance(60)) {
-                    f.payload[0] = (uint8_t)(1 + rng.below(31));
+                if ((f.type == proto::SET_SOME || f.type == proto::MOVE) && rng.chance(60)) {
+                    const uint8_t head = f.type == proto::MOVE ? 3 : 1;
+                    f.payload[head - 1] = (uint8_t)(1 + rng.below(31));
                     uint8_t n = 0;
-                    for (int b = 0; b < 5; ++b) n += (f.payload[0] >> b) & 1;
-                    f.len = (uint8_t)(1 + n);
+                    for (int b = 0; b < 5; ++b) n += (f.payload[head - 1] >> b) & 1;
+                    f.len = (uint8_t)(head + n);
+                    if (head == 3) f.payload[1] = (uint8_t)rng.below(4);  // up to ~1 s
+                }
+                if ((f.type == proto::RELAX || f.type == proto::CALIBRATE) && rng.chance(60)) {
+                    f.payload[0] = (uint8_t)(1 + rng.below(31));
+                    f.len = f.type == proto::RELAX ? 1 : 5;
+                    f.payload[2] = (uint8_t)(1 + rng.below(10));  // pulses of 256-2815 us
+                    f.payload[4] = (uint8_t)(1 + rng.below(10));
                 }
                 if (f.type == proto::CONFIGURE && rng.chance(50)) {
                     f.len = 10;
@@ -318,29 +332,42 @@ void property_controller(Rng &rng, int iterations) {
                 CHECK(r.type == proto::ACK || r.type == proto::NACK || r.type == proto::HELLO);
                 if (r.type == proto::NACK) {
                     CHECK_EQ(r.len, 1);
-                    CHECK(r.payload[0] >= 1 && r.payload[0] <= 5);
+                    CHECK(r.payload[0] >= 1 && r.payload[0] <= 6);
                     CHECK(snapshot(c) == before);
-                } else {
+                } else if (r.type == proto::HELLO) {
                     CHECK_EQ(r.len, 6);
-                    if (r.type == proto::ACK) {
-                        for (int i = 0; i < 5; ++i) CHECK(r.payload[i] <= 180);
-                    }
                     CHECK((r.payload[5] & ~3) == 0);
+                } else {
+                    CHECK_EQ(r.len, 7);
+                    for (int i = 0; i < 5; ++i) CHECK(r.payload[i] <= 180);
+                    CHECK((r.payload[5] & ~3) == 0);
+                    CHECK_EQ(r.payload[6], proto::ALL_FINGERS & ~c.driven_mask());
                 }
             }
             now += rng.chance(50) ? rng.below(5) : rng.below(400);
+            const uint8_t driven_before = c.driven_mask();
             hand::Reply r;
             if (c.tick(now, r)) {
-                CHECK_EQ(r.type, proto::FAILSAFE);
+                CHECK(r.type == proto::FAILSAFE || r.type == proto::ARRIVED);
                 CHECK_EQ(r.seq, 0);
-                CHECK(r.payload[5] & proto::STATUS_FAILSAFE);
+                CHECK_EQ(r.len, 7);
+                if (r.type == proto::FAILSAFE) CHECK(r.payload[5] & proto::STATUS_FAILSAFE);
+                if (r.type == proto::ARRIVED) CHECK((r.payload[5] & proto::STATUS_MOVING) == 0);
                 for (int i = 0; i < 5; ++i) CHECK(r.payload[i] <= 180);
             }
+            CHECK_EQ(c.driven_mask(), driven_before);  // time alone never drives a finger
             for (int i = 0; i < 5; ++i) {
                 const uint32_t pos = c.position_mdeg((uint8_t)i);
                 const uint32_t goal = c.target((uint8_t)i) * 1000u;
                 CHECK(pos <= 180000u);
                 CHECK(c.target((uint8_t)i) <= 180);
+                const uint16_t low = c.pulse_at_0_us((uint8_t)i) < c.pulse_at_180_us((uint8_t)i)
+                                         ? c.pulse_at_0_us((uint8_t)i)
+                                         : c.pulse_at_180_us((uint8_t)i);
+                const uint16_t high = c.pulse_at_0_us((uint8_t)i) ^ c.pulse_at_180_us((uint8_t)i) ^ low;
+                CHECK(low >= 400 && high <= 2600);
+                CHECK(c.pulse_half_us((uint8_t)i) >= 2 * low);
+                CHECK(c.pulse_half_us((uint8_t)i) <= 2 * high);
                 // Never overshoots: the position is between where it was and the target.
                 const uint32_t lo = prev_pos[i] < goal ? prev_pos[i] : goal;
                 const uint32_t hi = prev_pos[i] < goal ? goal : prev_pos[i];

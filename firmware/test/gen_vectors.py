@@ -95,8 +95,15 @@ def generate(vectors: dict[str, Any]) -> str:
             f"{'true' if expect == 'apply' else 'false'}, "
             f"{integer(entry, 'nack_reason', where, nullable=True)}, {has_angles}, {angle_init}, "
             f"{integer(entry, 'mask', where, nullable=True)}, "
+            f"{integer(entry, 'relaxed', where, nullable=True)}, "
             f"{em.blob(parse_hex(entry.get('reply_hex'), where))}}},"
         )
+
+    pulse_rows = []
+    for i, entry in enumerate(vectors.get("pulses", [])):
+        where = f"pulses[{i}]"
+        fields = ("pulse_at_0_us", "pulse_at_180_us", "angle", "half_us")
+        pulse_rows.append("    {" + ", ".join(str(integer(entry, f, where)) for f in fields) + "},")
 
     stream_rows = []
     for i, entry in enumerate(vectors.get("streams", [])):
@@ -128,8 +135,9 @@ def generate(vectors: dict[str, Any]) -> str:
         "struct FrameCase { const char *name; Bytes wire; int type; int seq; Bytes payload; };",
         "struct RequestCase {",
         "    const char *name; Bytes wire; bool apply; int nack_reason; bool has_angles;",
-        "    int angles[5]; int mask; Bytes reply;",
+        "    int angles[5]; int mask; int relaxed; Bytes reply;",
         "};",
+        "struct PulseCase { int pulse_at_0_us; int pulse_at_180_us; int angle; int half_us; };",
         "struct StreamCase {",
         "    const char *name; Bytes input; const Bytes *frames; size_t frame_count;",
         "    long bad_crc; long bad_length;",
@@ -144,6 +152,7 @@ def generate(vectors: dict[str, Any]) -> str:
         ("CrcCase crc", crc_rows),
         ("FrameCase frames", frame_rows),
         ("RequestCase requests", request_rows),
+        ("PulseCase pulses", pulse_rows),
         ("StreamCase streams", stream_rows),
     ):
         type_name, var = kind.split()

@@ -1,4 +1,5 @@
-"""``hand-mqtt firmware``: build the bundled Arduino Uno firmware and flash it with avrdude."""
+"""``hand-mqtt firmware``: build the bundled Arduino Uno firmware, export it as an Arduino IDE
+sketch, and flash it with avrdude."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from .common import VerboseOption, handle_errors, setup_logging
 __all__ = ["app"]
 
 app = typer.Typer(
-    help="Build the bundled Arduino Uno firmware and flash it (make, avr-gcc, avrdude).",
+    help="Build the bundled Arduino Uno firmware, export it as a sketch, flash it "
+    "(make, avr-gcc, avrdude).",
     no_args_is_help=True,
 )
 
@@ -41,7 +43,7 @@ def build(
         typer.Option(
             "--out",
             "-o",
-            help="Build folder (default: firmware/build in the checkout).",
+            help="Build folder (default: firmware/build in a checkout, else a cache folder).",
             file_okay=False,
         ),
     ] = None,
@@ -52,6 +54,27 @@ def build(
     with handle_errors():
         result = fw.build(out)
     _report(result)
+
+
+@app.command()
+def export(
+    directory: Annotated[
+        Path,
+        typer.Argument(
+            help="Where to write the sketch folder hand/ (created if missing).", file_okay=False
+        ),
+    ],
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace sketch files that already exist there.")
+    ] = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Write the firmware as a sketch folder the Arduino IDE opens as it is (DIR/hand)."""
+    setup_logging(verbose, service=False)
+    with handle_errors():
+        sketch = fw.export_sketch(directory, overwrite=force)
+    typer.echo(f"sketch {sketch}")
+    typer.echo(f"open {sketch / 'hand.ino'} in the Arduino IDE, then Upload to the Uno")
 
 
 class _Progress:

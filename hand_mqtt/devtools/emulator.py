@@ -1,10 +1,10 @@
 """Run the real firmware ELF in simavr behind a pseudo-terminal, and read its servo pulses.
 
-:class:`EmulatedHand` starts ``firmware/build/sim/hand-sim`` (built on demand) with the
-firmware ELF. The emulated Uno's UART0 appears as a pty at :attr:`EmulatedHand.path`, which
-any serial client opens like a real board (the device service, pyserial, ``picocom``). By
-default it behaves like an Uno's DTR auto-reset: the MCU starts, and restarts, when a client
-opens the port, so the client sees the boot HELLO.
+:class:`EmulatedHand` starts the simavr runner ``hand-sim`` (built on demand, see
+:func:`hand_mqtt.devtools.firmware.build_dir`) with the firmware ELF. The emulated Uno's UART0
+appears as a pty at :attr:`EmulatedHand.path`, which any serial client opens like a real board
+(the device service, pyserial, ``picocom``). By default it behaves like an Uno's DTR auto-reset:
+the MCU starts, and restarts, when a client opens the port, so the client sees the boot HELLO.
 
 With a VCD file the runner records the five servo pins; :func:`servo_pulses` turns the trace
 into pulses (start time, width) per finger and :func:`last_pulse_widths` gives the latest width
@@ -165,8 +165,8 @@ def last_pulse_widths(vcd_path: Path | str) -> dict[str, float]:
 class EmulatedHand:
     """The firmware running in simavr, its UART on a pty. Use as a context manager.
 
-    ``elf`` defaults to building ``firmware/build/hand.elf``; the runner is built when
-    missing. ``realtime`` throttles emulation to wall-clock time (needed whenever timing
+    ``elf`` defaults to building ``hand.elf`` (see :func:`firmware.build`); the runner is built
+    when missing. ``realtime`` throttles emulation to wall-clock time (needed whenever timing
     matters: failsafe timeouts, motion speed, the 50 ms stale-frame rule). ``vcd`` records the
     servo pins to that file (``True``: a temporary file, see :attr:`vcd_path`, deleted by
     :meth:`stop`).
@@ -299,7 +299,7 @@ class EmulatedHand:
 
     @staticmethod
     def _default_runner() -> Path:
-        built = firmware.firmware_dir() / "build" / "sim" / "hand-sim"
+        built = firmware.build_dir() / "sim" / "hand-sim"
         source = firmware.firmware_dir() / "sim" / "hand_sim.c"
         if built.is_file() and built.stat().st_mtime >= source.stat().st_mtime:
             return built

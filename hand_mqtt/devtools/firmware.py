@@ -1,8 +1,10 @@
-"""Build the bundled Arduino Uno firmware and flash it with avrdude.
+"""Build the bundled Arduino Uno firmware, export it as a sketch, and flash it with avrdude.
 
-The firmware sources live in ``firmware/`` next to the ``hand_mqtt`` package in a git checkout
-(``firmware/hand/hand.ino`` and friends, built by ``firmware/Makefile``). They are not part of
-the wheel; every function here says so clearly when they are absent.
+The firmware sources (``hand/hand.ino`` and friends, the ``Makefile``, the simavr runner in
+``sim/``) ship inside the package as ``hand_mqtt/data/firmware``; in a git checkout they are the
+``firmware/`` folder. Builds from the installed package go to a cache folder outside
+site-packages (``$XDG_CACHE_HOME/hand-mqtt/firmware-<hash of the sources>``), builds from a
+checkout to ``firmware/build`` as ``make -C firmware`` does.
 
 Debian packages needed: ``make gcc-avr avr-libc arduino-core-avr`` to build, ``avrdude`` to
 flash, ``simavr libsimavr-dev libelf-dev`` for the emulator runner.
@@ -10,6 +12,7 @@ flash, ``simavr libsimavr-dev libelf-dev`` for the emulator runner.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -29,8 +32,10 @@ __all__ = [
     "SIM_PACKAGES",
     "BuildResult",
     "build",
+    "build_dir",
     "build_simulator",
     "check_flash_target",
+    "export_sketch",
     "firmware_dir",
     "flash",
 ]
@@ -43,12 +48,15 @@ FLASH_PACKAGES: Final = "avrdude"
 """Debian packages flashing needs."""
 SIM_PACKAGES: Final = "make gcc simavr libsimavr-dev libelf-dev"
 """Debian packages the simavr runner needs."""
-FLASH_BUDGET: Final = 4096
+FLASH_BUDGET: Final = 5120
 """The Makefile's default flash budget in bytes (text + data)."""
 RAM_BUDGET: Final = 384
 """The Makefile's default static RAM budget in bytes (data + bss)."""
 
 _ENV_DIR: Final = "HAND_MQTT_FIRMWARE_DIR"
+_PACKAGED: Final = Path(__file__).resolve().parents[1] / "data" / "firmware"
+_CHECKOUT: Final = Path(__file__).resolve().parents[2] / "firmware"
+_SKETCH: Final = "hand"  # the sketch folder and its .ino share this name, as the IDE wants
 _ARDUINO_DIR: Final = "/usr/share/arduino/hardware/arduino/avr"  # the Makefile's ARDUINO_DIR
 _SIMAVR_HEADER: Final = Path("/usr/include/simavr/sim_avr.h")
 _OUTPUT_TAIL: Final = 40  # lines of tool output quoted in an error
@@ -66,17 +74,87 @@ class BuildResult:
     """Static RAM used: data + bss."""
 
 
+def _has_sources(folder: Path) -> bool:
+    return (folder / "Makefile").is_file() and (folder / _SKETCH / "hand.ino").is_file()
+
+
 def firmware_dir() -> Path:
-    """The ``firmware/`` source folder (override with ``$HAND_MQTT_FIRMWARE_DIR``)."""
+    """The firmware source folder: ``$HAND_MQTT_FIRMWARE_DIR``, else the sources installed with
+    the package, else the git checkout's ``firmware/``."""
     override = os.environ.get(_ENV_DIR)
-    folder = Path(override) if override else Path(__file__).resolve().parents[2] / "firmware"
-    if not (folder / "Makefile").is_file() or not (folder / "hand" / "hand.ino").is_file():
-        raise FirmwareError(
-            f"the firmware sources are not at {folder} (expected Makefile and hand/hand.ino); "
-            "they come with the hand-mqtt git checkout, not with the installed package"
-            + ("" if override else f" - set {_ENV_DIR} to point at them")
+    if override:
+        folder = Path(override)
+        if not _has_sources(folder):
+            raise FirmwareError(
+                f"the firmware sources are not at {folder} (expected Makefile and "
+                f"hand/hand.ino); {_ENV_DIR} must point at a folder laid out like the "
+                "checkout's firmware/, or be unset to use the sources installed with hand-mqtt"
+            )
+        return folder
+    for folder in (_PACKAGED, _CHECKOUT):
+        if _has_sources(folder):
+            return folder
+    raise FirmwareError(
+        f"the firmware sources are not at {_PACKAGED} (expected Makefile and hand/hand.ino): "
+        "this installation of hand-mqtt is incomplete; reinstall it, or set "
+        f"{_ENV_DIR} to a checkout's firmware/ folder"
+    )
+
+
+def _sources_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    files = [folder / "Makefile", *sorted((folder / _SKETCH).iterdir())]
+    if (folder / "sim").is_dir():
+        files += sorted((folder / "sim").iterdir())
+    for path in files:
+        if path.is_file():
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def build_dir() -> Path:
+    """Where builds go by default: ``firmware/build`` in a checkout (or next to the sources
+    ``$HAND_MQTT_FIRMWARE_DIR`` names), else a cache folder keyed by the sources, so an upgrade
+    never reuses objects of older sources: ``$XDG_CACHE_HOME/hand-mqtt/firmware-<hash>``
+    (``~/.cache`` when ``XDG_CACHE_HOME`` is unset)."""
+    folder = firmware_dir()
+    if folder != _PACKAGED:
+        return folder / "build"
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "hand-mqtt" / f"firmware-{_sources_digest(folder)}"
+
+
+def export_sketch(out_dir: Path | str, *, overwrite: bool = False) -> Path:
+    """Write the sketch as a folder the Arduino IDE opens as it is: ``OUT_DIR/hand/hand.ino``
+    and its ``.cpp``/``.h`` files. Returns the sketch folder.
+
+    Refuses to replace a file that differs from the one it would write unless ``overwrite``.
+    """
+    source = firmware_dir() / _SKETCH
+    target = Path(out_dir) / _SKETCH
+    files = sorted(path for path in source.iterdir() if path.suffix in (".ino", ".cpp", ".h"))
+    clashes = [
+        target / path.name
+        for path in files
+        if (target / path.name).exists()
+        and (
+            not (target / path.name).is_file()
+            or (target / path.name).read_bytes() != path.read_bytes()
         )
-    return folder
+    ]
+    if clashes and not overwrite:
+        raise FirmwareError(
+            f"{clashes[0]} already exists and differs from the bundled sketch; "
+            "choose an empty folder, or pass --force to replace it"
+        )
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for path in files:
+            shutil.copyfile(path, target / path.name)
+    except OSError as exc:
+        raise FirmwareError(f"could not write the sketch to {target}: {exc}") from exc
+    logger.info("exported the sketch to %s", target)
+    return target
 
 
 def _need(tool: str, packages: str) -> str:
@@ -129,7 +207,7 @@ def build(
 ) -> BuildResult:
     """Build ``hand.elf`` and ``hand.hex`` with ``make`` and check the size budget.
 
-    ``out_dir`` defaults to ``firmware/build``. The budgets default to the Makefile's (4096 B
+    ``out_dir`` defaults to :func:`build_dir`. The budgets default to the Makefile's (5120 B
     flash, 384 B RAM); a build over budget raises :class:`FirmwareError`.
     """
     folder = firmware_dir()
@@ -140,15 +218,15 @@ def build(
             f"the Arduino AVR core is not at {core}; "
             f"on Debian/Ubuntu: sudo apt-get install {BUILD_PACKAGES}"
         )
-    build_dir = Path(out_dir).resolve() if out_dir is not None else folder / "build"
-    args = [f"BUILD_DIR={build_dir}"]
+    out = Path(out_dir).resolve() if out_dir is not None else build_dir()
+    args = [f"BUILD_DIR={out}"]
     if flash_budget is not None:
         args.append(f"FLASH_BUDGET={int(flash_budget)}")
     if ram_budget is not None:
         args.append(f"RAM_BUDGET={int(ram_budget)}")
     args.append("all")
     _make(folder, args)
-    elf, hex_file = build_dir / "hand.elf", build_dir / "hand.hex"
+    elf, hex_file = out / "hand.elf", out / "hand.hex"
     if not elf.is_file() or not hex_file.is_file():
         raise FirmwareError(f"make succeeded but {elf} or {hex_file} is missing")
     flash_bytes, ram_bytes = _sizes(elf)
@@ -165,9 +243,9 @@ def build_simulator(out_dir: Path | str | None = None) -> Path:
             f"simavr headers are missing ({_SIMAVR_HEADER}); "
             f"on Debian/Ubuntu: sudo apt-get install {SIM_PACKAGES}"
         )
-    build_dir = Path(out_dir).resolve() if out_dir is not None else folder / "build"
-    _make(folder, [f"BUILD_DIR={build_dir}", "sim"])
-    runner = build_dir / "sim" / "hand-sim"
+    out = Path(out_dir).resolve() if out_dir is not None else build_dir()
+    _make(folder, [f"BUILD_DIR={out}", "sim"])
+    runner = out / "sim" / "hand-sim"
     if not runner.is_file():
         raise FirmwareError(f"make sim succeeded but {runner} is missing")
     return runner

@@ -2,8 +2,9 @@
 
 :class:`SimulatedFirmware` is a pure state machine (no I/O, injectable clock) that follows
 ``docs/serial-protocol.md`` from the firmware's side: power-on defaults, ACK/NACK/HELLO,
-failsafe, motion speed and the 50 ms stale-partial-frame rule. ``simulated_port`` runs it
-behind a pty or a TCP port.
+relaxed fingers, per-finger pulse calibration, failsafe, motion speed, timed moves that end with
+an ARRIVED report, and the 50 ms stale-partial-frame rule. ``simulated_port`` runs it behind a
+pty or a TCP port.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ __all__ = [
 
 _log = logging.getLogger("hand_mqtt")
 
-FIRMWARE_VERSION: Final = (1, 0, 0)
+FIRMWARE_VERSION: Final = (2, 0, 0)
 """The version the simulated firmware reports in HELLO."""
 STALE_FRAME_S: Final = 0.050
 """After this much silence an incomplete frame's sync byte is dropped and what followed it is
@@ -33,6 +34,8 @@ scanned again (as after a bad LEN or CRC)."""
 _EPSILON_S: Final = 1e-6  # clock jitter tolerance: 0.1 s measured as 0.0999999 still counts
 _ALL_FINGERS: Final = (1 << p.FINGER_COUNT) - 1
 _POWER_ON_TARGETS: Final = (90, 90, 90, 90, 90)
+_POWER_ON_PULSES: Final = (544, 2400)  # microseconds at logical 0 and 180, every finger
+_MDEG_FULL_SCALE: Final = p.MAX_ANGLE * 1000
 
 FrameListener = Callable[[p.Frame], None]
 
@@ -82,6 +85,11 @@ class SimulatedFirmware:
         self._failsafe_active = False
         self._failsafe_armed = False
         self._driven = 0
+        self._pulses: list[tuple[int, int]] = [_POWER_ON_PULSES] * p.FINGER_COUNT
+        self._move_start = now
+        self._move_s = 0.0  # length of the timed move in progress, 0 when none
+        self._move_from: list[float] = list(self._positions)
+        self._told_moving = False
         self._last_valid = now
         self._last_motion = now
         self._last_rx = now
@@ -110,6 +118,29 @@ class SimulatedFirmware:
         """Whether the failsafe has fired and no SET_ALL/SET_SOME has come since."""
         with self._lock:
             return self._failsafe_active
+
+    @property
+    def relaxed(self) -> int:
+        """Mask of the fingers that get no pulses (relaxed, or not driven since power-on)."""
+        with self._lock:
+            return _ALL_FINGERS & ~self._driven
+
+    @property
+    def calibration(self) -> tuple[tuple[int, int], ...]:
+        """Per finger, the pulse widths in microseconds at logical 0 and 180 degrees."""
+        with self._lock:
+            return tuple(self._pulses)
+
+    @property
+    def pulse_widths(self) -> tuple[float | None, ...]:
+        """The pulse width in microseconds each finger gets now (None: no pulses), rounded to
+        half a microsecond exactly as the firmware rounds it."""
+        with self._lock:
+            self._advance(self._clock())
+            return tuple(
+                self._pulse_half_us(i) / 2 if self._driven & (1 << i) else None
+                for i in range(p.FINGER_COUNT)
+            )
 
     @property
     def driving(self) -> bool:
@@ -203,6 +234,8 @@ class SimulatedFirmware:
             and now - self._last_valid >= timeout_ms / 1000.0 - _EPSILON_S
         ):
             out += self._fire_failsafe()
+        elif self._told_moving and not self._is_moving():
+            out += self._state_frame(p.FrameType.ARRIVED, 0)
         return out
 
     def _drop_stale(self, now: float) -> bytes:
@@ -229,13 +262,33 @@ class SimulatedFirmware:
         self._failsafe_active = True
         self.failsafe_count += 1
         if self._config.failsafe_action == p.FailsafeAction.SAFE_POSE:
-            self._set_targets(self._config.safe_pose, _ALL_FINGERS)
+            # Only the driven fingers move: a relaxed finger stays limp.
+            self._targets = tuple(  # type: ignore[assignment]
+                safe if self._driven & (1 << i) else target
+                for i, (safe, target) in enumerate(
+                    zip(self._config.safe_pose, self._targets, strict=True)
+                )
+            )
+            self._move_s = 0.0
+            self._snap_if_instant()
         _log.debug("simulated firmware: failsafe fired, targets %s", self._targets)
-        return p.failsafe_frame(self._targets, self._status()).encode()
+        return self._state_frame(p.FrameType.FAILSAFE, 0)
 
     def _advance(self, now: float) -> None:
         elapsed = max(0.0, now - self._last_motion)
         self._last_motion = now
+        if self._move_s:
+            done = now - self._move_start
+            if done >= self._move_s - _EPSILON_S:
+                self._move_s = 0.0
+                self._positions = [float(a) for a in self._targets]
+            else:
+                fraction = max(0.0, done) / self._move_s
+                self._positions = [
+                    start + (target - start) * fraction
+                    for start, target in zip(self._move_from, self._targets, strict=True)
+                ]
+            return
         speed = self._config.speed_dps
         for i, target in enumerate(self._targets):
             here = self._positions[i]
@@ -255,11 +308,36 @@ class SimulatedFirmware:
             flags |= p.STATUS_MOVING
         return flags
 
-    def _set_targets(self, targets: tuple[int, int, int, int, int], mask: int) -> None:
+    def _state_frame(self, kind: p.FrameType, seq: int) -> bytes:
+        """ACK, FAILSAFE or ARRIVED with the state as it is now; remembers what it said about
+        moving, so that the end of a move is reported once."""
+        status = self._status()
+        self._told_moving = bool(status & p.STATUS_MOVING)
+        payload = bytes(self._targets) + bytes((status, _ALL_FINGERS & ~self._driven))
+        return p.Frame(kind, seq, payload).encode()
+
+    def _pulse_half_us(self, finger: int) -> int:
+        at_0, at_180 = self._pulses[finger]
+        span = 2 * abs(at_180 - at_0)
+        mdeg = round(self._positions[finger] * 1000)
+        part = (span * mdeg + _MDEG_FULL_SCALE // 2) // _MDEG_FULL_SCALE
+        return 2 * at_0 + part if at_180 >= at_0 else 2 * at_0 - part
+
+    def _snap_if_instant(self) -> None:
+        if self._config.speed_dps == 0 and not self._move_s:
+            self._positions = [float(a) for a in self._targets]
+
+    def _drive(self, targets: tuple[int, int, int, int, int], mask: int) -> None:
         self._targets = targets
         self._driven |= mask
-        if self._config.speed_dps == 0:
-            self._positions = [float(a) for a in targets]
+        self._failsafe_active = False
+        self._move_s = 0.0
+
+    def _start_move(self, duration_ms: int, now: float) -> None:
+        # Every finger starts from where it is now and arrives when the duration is up.
+        self._move_from = list(self._positions)
+        self._move_start = now
+        self._move_s = duration_ms / 1000.0
 
     def _handle(self, frame: p.Frame, now: float) -> bytes:
         self.frames_received += 1
@@ -280,18 +358,26 @@ class SimulatedFirmware:
         self._last_valid = now
         self._failsafe_armed = True
         match request:
-            case p.HelloRequest(seq=seq):
-                return p.hello_frame(seq, self._version, self._status()).encode()
-            case p.SetAll(seq=seq, angles=angles):
-                self._failsafe_active = False
-                self._set_targets(angles, _ALL_FINGERS)
-            case p.SetSome(mask=mask):
-                self._failsafe_active = False
-                self._set_targets(request.apply(self._targets), mask)
+            case p.SetAll(angles=angles):
+                self._drive(angles, _ALL_FINGERS)
+            case p.SetSome(mask=mask) | p.Move(mask=mask):
+                self._drive(request.apply(self._targets), mask)
+                if isinstance(request, p.Move) and request.duration_ms:
+                    self._start_move(request.duration_ms, now)
+            case p.Relax(mask=mask):
+                self._driven &= ~mask
+                # A limp finger is taken to be at its target: nothing is left to move when it
+                # is driven again, and it does not keep "moving" set.
+                for i in p.fingers_of(mask):
+                    self._positions[i] = self._move_from[i] = float(self._targets[i])
+            case p.Calibrate(mask=mask, pulse_at_0_us=at_0, pulse_at_180_us=at_180):
+                for i in p.fingers_of(mask):
+                    self._pulses[i] = (at_0, at_180)
             case p.Configure(config=config):
                 self._config = config
-                if config.speed_dps == 0:  # no speed: every servo is at its target at once
-                    self._positions = [float(a) for a in self._targets]
-            case p.Heartbeat():
+            case p.Heartbeat() | p.HelloRequest():
                 pass
-        return p.ack_frame(frame.seq, self._targets, self._status()).encode()
+        self._snap_if_instant()
+        if isinstance(request, p.HelloRequest):
+            return p.hello_frame(request.seq, self._version, self._status()).encode()
+        return self._state_frame(p.FrameType.ACK, frame.seq)

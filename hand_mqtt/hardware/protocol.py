@@ -6,10 +6,11 @@ Pure Python, no I/O. A frame on the wire is::
 
 :class:`FrameDecoder` turns a byte stream into :class:`Frame` objects and resynchronises on
 garbage exactly as the protocol document prescribes. The builders (:func:`set_all`,
-:func:`set_some`, :func:`heartbeat`, :func:`hello_request`, :func:`configure`) make host
-requests; :func:`parse_reply` reads the firmware's answers. The firmware direction
-(:func:`parse_request`, :func:`hello_frame`, :func:`ack_frame`, :func:`nack_frame`,
-:func:`failsafe_frame`) is here too, for the simulator and for tests.
+:func:`set_some`, :func:`move`, :func:`relax`, :func:`calibrate`, :func:`heartbeat`,
+:func:`hello_request`, :func:`configure`) make host requests; :func:`parse_reply` reads the
+firmware's answers. The firmware direction (:func:`parse_request`, :func:`hello_frame`,
+:func:`ack_frame`, :func:`nack_frame`, :func:`failsafe_frame`, :func:`arrived_frame`) is here
+too, for the simulator and for tests.
 
 Bad input from the *wire* never raises from the decoder; a frame whose CRC is good but whose
 content breaks the rules raises :class:`~hand_mqtt.errors.ProtocolError` from the parsers.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -32,12 +33,17 @@ __all__ = [
     "FRAME_OVERHEAD",
     "MAX_ANGLE",
     "MAX_FRAME",
+    "MAX_MOVE_MS",
     "MAX_PAYLOAD",
+    "MAX_PULSE_US",
+    "MIN_PULSE_US",
     "PROTOCOL_VERSION",
     "STATUS_FAILSAFE",
     "STATUS_MOVING",
     "SYNC",
     "Ack",
+    "Arrived",
+    "Calibrate",
     "Configure",
     "DeviceConfig",
     "Failsafe",
@@ -48,23 +54,31 @@ __all__ = [
     "Heartbeat",
     "Hello",
     "HelloRequest",
+    "Move",
     "Nack",
     "NackReason",
+    "Relax",
     "Reply",
     "Request",
     "RequestRejected",
     "SetAll",
     "SetSome",
     "ack_frame",
+    "arrived_frame",
+    "calibrate",
     "configure",
     "crc8",
     "failsafe_frame",
+    "finger_mask",
+    "fingers_of",
     "heartbeat",
     "hello_frame",
     "hello_request",
+    "move",
     "nack_frame",
     "parse_reply",
     "parse_request",
+    "relax",
     "set_all",
     "set_some",
 ]
@@ -73,7 +87,7 @@ SYNC: Final = 0xA5
 """The byte every frame starts with."""
 MAX_PAYLOAD: Final = 16
 """The largest LEN a frame may carry; a larger LEN makes the frame invalid."""
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 """The protocol version this module speaks (carried in HELLO)."""
 FINGER_COUNT: Final = 5
 """Fingers, in protocol order: index, middle, ring, pinky, thumb."""
@@ -83,6 +97,12 @@ FRAME_OVERHEAD: Final = 5
 """Bytes in a frame besides its payload: sync, LEN, TYPE, SEQ, CRC."""
 MAX_FRAME: Final = FRAME_OVERHEAD + MAX_PAYLOAD
 """The longest frame on the wire, in bytes."""
+MIN_PULSE_US: Final = 400
+"""The shortest servo pulse a CALIBRATE may set, in microseconds."""
+MAX_PULSE_US: Final = 2600
+"""The longest servo pulse a CALIBRATE may set, in microseconds."""
+MAX_MOVE_MS: Final = 0xFFFF
+"""The longest timed move a MOVE can ask for, in milliseconds."""
 
 STATUS_FAILSAFE: Final = 0x01
 """Status flag: the failsafe has acted and no SET_ALL/SET_SOME has arrived since."""
@@ -93,7 +113,10 @@ _MAX_U8: Final = 0xFF
 _MAX_U16: Final = 0xFFFF
 _FINGER_MASK_ALL: Final = (1 << FINGER_COUNT) - 1
 _CONFIG_FORMAT: Final = struct.Struct("<HB5BH")
-_STATUS_LEN: Final = FINGER_COUNT + 1  # ACK / FAILSAFE / HELLO payload length
+_CALIBRATE_FORMAT: Final = struct.Struct("<BHH")
+_MOVE_HEADER: Final = struct.Struct("<HB")
+_HELLO_LEN: Final = 6
+_STATE_LEN: Final = FINGER_COUNT + 2  # ACK / FAILSAFE / ARRIVED: angles, status, relaxed mask
 
 
 class FrameType(enum.IntEnum):
@@ -104,10 +127,14 @@ class FrameType(enum.IntEnum):
     HEARTBEAT = 0x03
     HELLO_REQUEST = 0x04
     CONFIGURE = 0x05
+    CALIBRATE = 0x06
+    RELAX = 0x07
+    MOVE = 0x08
     HELLO = 0x81
     ACK = 0x82
     NACK = 0x83
     FAILSAFE = 0x84
+    ARRIVED = 0x85
 
 
 class NackReason(enum.IntEnum):
@@ -118,6 +145,7 @@ class NackReason(enum.IntEnum):
     BAD_ANGLE = 3
     BAD_MASK = 4
     BAD_CONFIG = 5
+    BAD_PULSE = 6
 
     def describe(self) -> str:
         """A sentence a person understands."""
@@ -130,6 +158,9 @@ _NACK_SENTENCES: Final[dict[NackReason, str]] = {
     NackReason.BAD_ANGLE: "an angle is above 180 degrees",
     NackReason.BAD_MASK: "the finger mask is empty or names a sixth finger",
     NackReason.BAD_CONFIG: "the configuration has an unknown failsafe action or a bad safe pose",
+    NackReason.BAD_PULSE: (
+        f"a calibration pulse width is outside {MIN_PULSE_US}-{MAX_PULSE_US} microseconds"
+    ),
 }
 
 
@@ -186,6 +217,41 @@ def _check_angles(values: Sequence[int], what: str = "angles") -> tuple[int, ...
     if isinstance(values, str | bytes) or len(values) != FINGER_COUNT:
         raise ValueError(f"{what} must be {FINGER_COUNT} integers, got {values!r}")
     return tuple(_check_angle(f"{what}[{i}]", v) for i, v in enumerate(values))
+
+
+def _check_finger(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < FINGER_COUNT:
+        raise ValueError(f"finger index must be 0-{FINGER_COUNT - 1}, got {value!r}")
+    return value
+
+
+def finger_mask(fingers: Iterable[int]) -> int:
+    """The mask of finger indexes (0 index … 4 thumb): bit i set for finger i."""
+    mask = 0
+    for finger in fingers:
+        mask |= 1 << _check_finger(finger)
+    return mask
+
+
+def fingers_of(mask: int) -> tuple[int, ...]:
+    """The finger indexes whose bits are set in ``mask``, in finger order."""
+    return tuple(f for f in range(FINGER_COUNT) if mask & (1 << f))
+
+
+def _check_mask(mask: object) -> int:
+    if not isinstance(mask, int) or isinstance(mask, bool) or not 0 < mask <= _FINGER_MASK_ALL:
+        raise ValueError(f"finger mask must be 1-{_FINGER_MASK_ALL}, got {mask!r}")
+    return mask
+
+
+def _check_pulse(name: str, value: object) -> int:
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or not MIN_PULSE_US <= value <= MAX_PULSE_US
+    ):
+        raise ValueError(f"{name} must be {MIN_PULSE_US}-{MAX_PULSE_US} us, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,22 +440,55 @@ def set_all(seq: int, angles: Sequence[int]) -> Frame:
     return Frame(FrameType.SET_ALL, _check_u8("seq", seq), bytes(_check_angles(angles)))
 
 
+def _masked_angles(angles: Mapping[int, int], what: str) -> bytes:
+    """The mask byte, then one angle per finger in finger order."""
+    if not angles:
+        raise ValueError(f"{what} needs at least one finger")
+    for finger, angle in angles.items():
+        _check_finger(finger)
+        _check_angle(f"angle for finger {finger}", angle)
+    mask = finger_mask(angles)
+    return bytes((mask,)) + bytes(angles[f] for f in fingers_of(mask))
+
+
 def set_some(seq: int, angles: Mapping[int, int]) -> Frame:
     """SET_SOME: a map of finger index (0 index … 4 thumb) to angle; at least one finger."""
-    if not angles:
-        raise ValueError("set_some needs at least one finger")
-    mask = 0
-    for finger, angle in angles.items():
-        if (
-            not isinstance(finger, int)
-            or isinstance(finger, bool)
-            or not 0 <= finger < FINGER_COUNT
-        ):
-            raise ValueError(f"finger index must be 0-{FINGER_COUNT - 1}, got {finger!r}")
-        _check_angle(f"angle for finger {finger}", angle)
-        mask |= 1 << finger
-    values = bytes(angles[f] for f in range(FINGER_COUNT) if mask & (1 << f))
-    return Frame(FrameType.SET_SOME, _check_u8("seq", seq), bytes((mask,)) + values)
+    return Frame(FrameType.SET_SOME, _check_u8("seq", seq), _masked_angles(angles, "set_some"))
+
+
+def move(seq: int, duration_ms: int, angles: Mapping[int, int]) -> Frame:
+    """MOVE: like SET_SOME, but every finger reaches its target ``duration_ms`` from now.
+
+    The fingers not named arrive then too if they are still on their way; 0 is a SET_SOME.
+    """
+    if (
+        not isinstance(duration_ms, int)
+        or isinstance(duration_ms, bool)
+        or not 0 <= duration_ms <= MAX_MOVE_MS
+    ):
+        raise ValueError(f"duration_ms must be 0-{MAX_MOVE_MS}, got {duration_ms!r}")
+    payload = _masked_angles(angles, "move")
+    header = _MOVE_HEADER.pack(duration_ms, payload[0])
+    return Frame(FrameType.MOVE, _check_u8("seq", seq), header + payload[1:])
+
+
+def relax(seq: int, mask: int) -> Frame:
+    """RELAX: the fingers in ``mask`` get no more pulses until a SET_ALL, SET_SOME or MOVE
+    names them (see :func:`finger_mask`)."""
+    return Frame(FrameType.RELAX, _check_u8("seq", seq), bytes((_check_mask(mask),)))
+
+
+def calibrate(seq: int, mask: int, pulse_at_0_us: int, pulse_at_180_us: int) -> Frame:
+    """CALIBRATE: the pulse widths at logical 0 and 180 degrees for the fingers in ``mask``.
+
+    A mirrored servo has the longer pulse at 0; each width is 400-2600 microseconds.
+    """
+    payload = _CALIBRATE_FORMAT.pack(
+        _check_mask(mask),
+        _check_pulse("pulse_at_0_us", pulse_at_0_us),
+        _check_pulse("pulse_at_180_us", pulse_at_180_us),
+    )
+    return Frame(FrameType.CALIBRATE, _check_u8("seq", seq), payload)
 
 
 def heartbeat(seq: int) -> Frame:
@@ -429,13 +528,13 @@ class Hello:
         return bool(self.status & STATUS_FAILSAFE)
 
 
-@dataclass(frozen=True, slots=True)
-class Ack:
-    """ACK: the five target angles now applied, and the status flags."""
+class _HandStatus:
+    """What ACK, FAILSAFE and ARRIVED have in common: targets, status flags, relaxed mask."""
 
-    seq: int
+    __slots__ = ()
     angles: tuple[int, int, int, int, int]
     status: int
+    relaxed: int
 
     @property
     def failsafe_active(self) -> bool:
@@ -444,8 +543,24 @@ class Ack:
 
     @property
     def moving(self) -> bool:
-        """Whether a servo has not reached its target yet."""
+        """Whether a driven servo has not reached its target yet."""
         return bool(self.status & STATUS_MOVING)
+
+    @property
+    def relaxed_fingers(self) -> tuple[int, ...]:
+        """The finger indexes that get no pulses (relaxed, or not driven since power-on)."""
+        return fingers_of(self.relaxed)
+
+
+@dataclass(frozen=True, slots=True)
+class Ack(_HandStatus):
+    """ACK: the five target angles now applied, the status flags and the relaxed mask."""
+
+    seq: int
+    angles: tuple[int, int, int, int, int]
+    status: int
+    relaxed: int = 0
+    """Bit i set: finger i gets no pulses (relaxed, or not driven since power-on)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,14 +579,24 @@ class Nack:
 
 
 @dataclass(frozen=True, slots=True)
-class Failsafe:
-    """FAILSAFE: the failsafe fired; the targets after it acted, and the status flags."""
+class Failsafe(_HandStatus):
+    """FAILSAFE: the failsafe fired; the targets after it acted, status flags, relaxed mask."""
 
     angles: tuple[int, int, int, int, int]
     status: int
+    relaxed: int = 0
 
 
-Reply = Hello | Ack | Nack | Failsafe
+@dataclass(frozen=True, slots=True)
+class Arrived(_HandStatus):
+    """ARRIVED: the servos have reached their targets (``moving`` has just cleared)."""
+
+    angles: tuple[int, int, int, int, int]
+    status: int
+    relaxed: int = 0
+
+
+Reply = Hello | Ack | Nack | Failsafe | Arrived
 """Anything the firmware sends."""
 
 
@@ -490,10 +615,11 @@ def _reply_angles(frame: Frame) -> tuple[int, int, int, int, int]:
 
 
 _REPLY_LENGTHS: Final[dict[int, int]] = {
-    FrameType.HELLO: _STATUS_LEN,
-    FrameType.ACK: _STATUS_LEN,
+    FrameType.HELLO: _HELLO_LEN,
+    FrameType.ACK: _STATE_LEN,
     FrameType.NACK: 1,
-    FrameType.FAILSAFE: _STATUS_LEN,
+    FrameType.FAILSAFE: _STATE_LEN,
+    FrameType.ARRIVED: _STATE_LEN,
 }
 
 
@@ -501,8 +627,9 @@ def parse_reply(frame: Frame) -> Reply:
     """Interpret a frame from the firmware.
 
     Raises :class:`~hand_mqtt.errors.ProtocolError` for an unknown or host-direction TYPE, a
-    LEN that does not fit the TYPE, or an angle above 180. Unknown status bits are kept as they
-    are (not an error), so a newer firmware's extra flags do not break an older host.
+    LEN that does not fit the TYPE, an angle above 180 or a relaxed mask naming a sixth finger.
+    Unknown status bits are kept as they are (not an error), so a newer firmware's extra flags
+    do not break an older host.
     """
     expected = _REPLY_LENGTHS.get(frame.type)
     if expected is None:
@@ -523,8 +650,6 @@ def parse_reply(frame: Frame) -> Reply:
             finger_count=payload[4],
             status=payload[5],
         )
-    if frame.type == FrameType.ACK:
-        return Ack(seq=frame.seq, angles=_reply_angles(frame), status=payload[5])
     if frame.type == FrameType.NACK:
         code = payload[0]
         reason: NackReason | int
@@ -533,7 +658,17 @@ def parse_reply(frame: Frame) -> Reply:
         except ValueError:
             reason = code
         return Nack(seq=frame.seq, reason=reason)
-    return Failsafe(angles=_reply_angles(frame), status=payload[5])
+    angles, status, relaxed = _reply_angles(frame), payload[5], payload[6]
+    if relaxed & ~_FINGER_MASK_ALL:
+        raise ProtocolError(
+            f"{frame.type_name} (seq {frame.seq}) reports relaxed mask 0x{relaxed:02x}, "
+            "which names a sixth finger"
+        )
+    if frame.type == FrameType.ACK:
+        return Ack(seq=frame.seq, angles=angles, status=status, relaxed=relaxed)
+    if frame.type == FrameType.FAILSAFE:
+        return Failsafe(angles=angles, status=status, relaxed=relaxed)
+    return Arrived(angles=angles, status=status, relaxed=relaxed)
 
 
 def hello_frame(
@@ -552,10 +687,15 @@ def hello_frame(
     return Frame(FrameType.HELLO, _check_u8("seq", seq), payload)
 
 
-def ack_frame(seq: int, angles: Sequence[int], status: int = 0) -> Frame:
-    """ACK (firmware side): the applied targets and the status flags."""
-    payload = bytes(_check_angles(angles)) + bytes((_check_u8("status", status),))
-    return Frame(FrameType.ACK, _check_u8("seq", seq), payload)
+def _state_payload(angles: Sequence[int], status: int, relaxed: int) -> bytes:
+    if not isinstance(relaxed, int) or isinstance(relaxed, bool) or relaxed & ~_FINGER_MASK_ALL:
+        raise ValueError(f"relaxed must be a finger mask 0-{_FINGER_MASK_ALL}, got {relaxed!r}")
+    return bytes(_check_angles(angles)) + bytes((_check_u8("status", status), relaxed))
+
+
+def ack_frame(seq: int, angles: Sequence[int], status: int = 0, relaxed: int = 0) -> Frame:
+    """ACK (firmware side): the applied targets, the status flags and the relaxed mask."""
+    return Frame(FrameType.ACK, _check_u8("seq", seq), _state_payload(angles, status, relaxed))
 
 
 def nack_frame(seq: int, reason: NackReason | int) -> Frame:
@@ -563,14 +703,25 @@ def nack_frame(seq: int, reason: NackReason | int) -> Frame:
     return Frame(FrameType.NACK, _check_u8("seq", seq), bytes((_check_u8("reason", reason),)))
 
 
-def failsafe_frame(angles: Sequence[int], status: int = STATUS_FAILSAFE) -> Frame:
+def failsafe_frame(angles: Sequence[int], status: int = STATUS_FAILSAFE, relaxed: int = 0) -> Frame:
     """FAILSAFE (firmware side, always SEQ 0): the targets after the failsafe acted."""
-    payload = bytes(_check_angles(angles)) + bytes((_check_u8("status", status),))
-    return Frame(FrameType.FAILSAFE, 0, payload)
+    return Frame(FrameType.FAILSAFE, 0, _state_payload(angles, status, relaxed))
+
+
+def arrived_frame(angles: Sequence[int], status: int = 0, relaxed: int = 0) -> Frame:
+    """ARRIVED (firmware side, always SEQ 0): the servos have reached their targets."""
+    return Frame(FrameType.ARRIVED, 0, _state_payload(angles, status, relaxed))
 
 
 # --------------------------------------------------------------------------------------------
 # Host → firmware: parsing (firmware side)
+
+
+def _replaced(targets: Sequence[int], changes: Mapping[int, int]) -> tuple[int, int, int, int, int]:
+    new = list(targets)
+    for finger, angle in changes.items():
+        new[finger] = angle
+    return _five(bytes(new))
 
 
 @dataclass(frozen=True, slots=True)
@@ -592,15 +743,47 @@ class SetSome:
 
     def as_dict(self) -> dict[int, int]:
         """Finger index → angle."""
-        fingers = [f for f in range(FINGER_COUNT) if self.mask & (1 << f)]
-        return dict(zip(fingers, self.angles, strict=True))
+        return dict(zip(fingers_of(self.mask), self.angles, strict=True))
 
     def apply(self, targets: Sequence[int]) -> tuple[int, int, int, int, int]:
         """``targets`` with this request's fingers replaced."""
-        new = list(targets)
-        for finger, angle in self.as_dict().items():
-            new[finger] = angle
-        return _five(bytes(new))
+        return _replaced(targets, self.as_dict())
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """A valid MOVE request: like :class:`SetSome`, arriving ``duration_ms`` from now."""
+
+    seq: int
+    duration_ms: int
+    mask: int
+    angles: tuple[int, ...]
+
+    def as_dict(self) -> dict[int, int]:
+        """Finger index → angle."""
+        return dict(zip(fingers_of(self.mask), self.angles, strict=True))
+
+    def apply(self, targets: Sequence[int]) -> tuple[int, int, int, int, int]:
+        """``targets`` with this request's fingers replaced."""
+        return _replaced(targets, self.as_dict())
+
+
+@dataclass(frozen=True, slots=True)
+class Relax:
+    """A valid RELAX request: the fingers in ``mask`` stop getting pulses."""
+
+    seq: int
+    mask: int
+
+
+@dataclass(frozen=True, slots=True)
+class Calibrate:
+    """A valid CALIBRATE request: pulse widths at logical 0 and 180 for the masked fingers."""
+
+    seq: int
+    mask: int
+    pulse_at_0_us: int
+    pulse_at_180_us: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -625,7 +808,7 @@ class Configure:
     config: DeviceConfig
 
 
-Request = SetAll | SetSome | Heartbeat | HelloRequest | Configure
+Request = SetAll | SetSome | Move | Relax | Calibrate | Heartbeat | HelloRequest | Configure
 """Anything the host sends."""
 
 
@@ -647,6 +830,12 @@ def _expect_length(frame: Frame, expected: int) -> None:
         )
 
 
+def _request_mask(frame: Frame, mask: int) -> int:
+    if mask == 0 or mask & ~_FINGER_MASK_ALL:
+        raise RequestRejected(NackReason.BAD_MASK, frame.seq, f"mask 0x{mask:02x}")
+    return mask
+
+
 def _request_angles(frame: Frame, values: bytes) -> tuple[int, ...]:
     for value in values:
         if value > MAX_ANGLE:
@@ -662,23 +851,41 @@ def parse_request(frame: Frame) -> Request:
     Raises :class:`RequestRejected` (a :class:`~hand_mqtt.errors.ProtocolError`) with the
     NACK reason. Checks, in order: TYPE (UNKNOWN_TYPE); then per type: SET_ALL LEN 5
     (BAD_LENGTH) then angles (BAD_ANGLE); SET_SOME LEN ≥ 1 (BAD_LENGTH), mask non-zero with
-    bits 5-7 clear (BAD_MASK), LEN = 1 + bits set (BAD_LENGTH), angles (BAD_ANGLE);
-    HEARTBEAT / HELLO_REQUEST LEN 0 (BAD_LENGTH); CONFIGURE LEN 10 (BAD_LENGTH), then action
-    ≤ 1 and safe-pose angles ≤ 180 (BAD_CONFIG). Timeout and speed take any u16.
+    bits 5-7 clear (BAD_MASK), LEN = 1 + bits set (BAD_LENGTH), angles (BAD_ANGLE); MOVE the
+    same after its two duration bytes (LEN ≥ 3, LEN = 3 + bits set); HEARTBEAT /
+    HELLO_REQUEST LEN 0 (BAD_LENGTH); CONFIGURE LEN 10 (BAD_LENGTH), then action ≤ 1 and
+    safe-pose angles ≤ 180 (BAD_CONFIG), timeout and speed take any u16; CALIBRATE LEN 5
+    (BAD_LENGTH), mask (BAD_MASK), both pulses 400-2600 (BAD_PULSE); RELAX LEN 1
+    (BAD_LENGTH), mask (BAD_MASK).
     """
     kind = frame.type
     payload = frame.payload
     if kind == FrameType.SET_ALL:
         _expect_length(frame, FINGER_COUNT)
         return SetAll(frame.seq, _five(bytes(_request_angles(frame, payload))))
-    if kind == FrameType.SET_SOME:
-        if not payload:
-            raise RequestRejected(NackReason.BAD_LENGTH, frame.seq, "SET_SOME without a mask")
-        mask = payload[0]
-        if mask == 0 or mask & ~_FINGER_MASK_ALL:
-            raise RequestRejected(NackReason.BAD_MASK, frame.seq, f"mask 0x{mask:02x}")
-        _expect_length(frame, 1 + mask.bit_count())
-        return SetSome(frame.seq, mask, _request_angles(frame, payload[1:]))
+    if kind in (FrameType.SET_SOME, FrameType.MOVE):
+        head = 1 if kind == FrameType.SET_SOME else _MOVE_HEADER.size
+        if len(payload) < head:
+            raise RequestRejected(
+                NackReason.BAD_LENGTH, frame.seq, f"{frame.type_name} without a mask"
+            )
+        mask = _request_mask(frame, payload[head - 1])
+        _expect_length(frame, head + mask.bit_count())
+        angles = _request_angles(frame, payload[head:])
+        if kind == FrameType.SET_SOME:
+            return SetSome(frame.seq, mask, angles)
+        return Move(frame.seq, _MOVE_HEADER.unpack_from(payload)[0], mask, angles)
+    if kind == FrameType.RELAX:
+        _expect_length(frame, 1)
+        return Relax(frame.seq, _request_mask(frame, payload[0]))
+    if kind == FrameType.CALIBRATE:
+        _expect_length(frame, _CALIBRATE_FORMAT.size)
+        raw_mask, at_0, at_180 = _CALIBRATE_FORMAT.unpack(payload)
+        mask = _request_mask(frame, raw_mask)
+        for pulse in (at_0, at_180):
+            if not MIN_PULSE_US <= pulse <= MAX_PULSE_US:
+                raise RequestRejected(NackReason.BAD_PULSE, frame.seq, f"pulse {pulse} us")
+        return Calibrate(frame.seq, mask, at_0, at_180)
     if kind in (FrameType.HEARTBEAT, FrameType.HELLO_REQUEST):
         _expect_length(frame, 0)
         return Heartbeat(frame.seq) if kind == FrameType.HEARTBEAT else HelloRequest(frame.seq)

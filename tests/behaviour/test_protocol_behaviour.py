@@ -15,6 +15,7 @@ from tests.behaviour.wire import Wire, line_noise
 
 POWER_ON = (90, 90, 90, 90, 90)
 OPEN = (180, 180, 180, 180, 180)
+ALL = 0b11111  # every finger: at power-on none is driven, so all five are "relaxed"
 
 
 def configure_payload(
@@ -29,11 +30,11 @@ def configure_payload(
 
 def test_boot_hello_then_hello_request(booted: tuple[Wire, p.Hello]) -> None:
     wire, boot = booted
-    assert boot == p.Hello(seq=0, protocol=1, firmware=(1, 0, 0), finger_count=5, status=0), boot
+    assert boot == p.Hello(seq=0, protocol=2, firmware=(2, 0, 0), finger_count=5, status=0), boot
     assert wire.silent_for(0.2), "more than one HELLO at boot"
     for seq in (42, 0, 255):
         hello = wire.request(p.hello_request(seq), p.Hello)
-        assert hello == p.Hello(seq=seq, protocol=1, firmware=(1, 0, 0), finger_count=5, status=0)
+        assert hello == p.Hello(seq=seq, protocol=2, firmware=(2, 0, 0), finger_count=5, status=0)
     # A hello request changes nothing: the power-on targets are still there.
     assert wire.request(p.heartbeat(1), p.Ack).angles == POWER_ON
 
@@ -59,7 +60,7 @@ def test_set_some_is_acked_with_all_five_targets(wire: Wire) -> None:
 
 
 def test_heartbeat_is_acked_and_changes_nothing(wire: Wire) -> None:
-    assert wire.request(p.heartbeat(9), p.Ack) == p.Ack(9, POWER_ON, 0)
+    assert wire.request(p.heartbeat(9), p.Ack) == p.Ack(9, POWER_ON, 0, ALL)
     wire.request(p.set_all(10, (1, 2, 3, 4, 5)), p.Ack)
     assert wire.request(p.heartbeat(11), p.Ack) == p.Ack(11, (1, 2, 3, 4, 5), 0)
 
@@ -100,6 +101,24 @@ NACKS: list[tuple[str, p.Frame, p.NackReason]] = [
         p.Frame(0x05, 15, configure_payload(100, 1, (0, 0, 0, 0, 181))),
         p.NackReason.BAD_CONFIG,
     ),
+    ("MOVE without its mask", p.Frame(0x08, 16, bytes(2)), p.NackReason.BAD_LENGTH),
+    ("MOVE with mask 0", p.Frame(0x08, 17, bytes(3)), p.NackReason.BAD_MASK),
+    ("MOVE, 1 bit, 2 angles", p.Frame(0x08, 18, bytes((0, 1, 1, 9, 9))), p.NackReason.BAD_LENGTH),
+    ("MOVE with 181", p.Frame(0x08, 19, bytes((0, 1, 0x01, 181))), p.NackReason.BAD_ANGLE),
+    ("RELAX without a mask", p.Frame(0x07, 20), p.NackReason.BAD_LENGTH),
+    ("RELAX with bit 6", p.Frame(0x07, 21, bytes((0x40,))), p.NackReason.BAD_MASK),
+    ("CALIBRATE with 4 bytes", p.Frame(0x06, 22, bytes(4)), p.NackReason.BAD_LENGTH),
+    ("CALIBRATE with mask 0", p.Frame(0x06, 23, bytes(5)), p.NackReason.BAD_MASK),
+    (
+        "CALIBRATE with 399 us",
+        p.Frame(0x06, 24, struct.pack("<BHH", 0x01, 399, 2400)),
+        p.NackReason.BAD_PULSE,
+    ),
+    (
+        "CALIBRATE with 2601 us",
+        p.Frame(0x06, 25, struct.pack("<BHH", 0x01, 544, 2601)),
+        p.NackReason.BAD_PULSE,
+    ),
 ]
 
 
@@ -110,7 +129,7 @@ def test_every_nack_reason_and_a_nacked_frame_changes_nothing(wire: Wire) -> Non
         assert nack.reason == reason, f"{name}: NACK {nack.reason!r}, expected {reason!r}"
     # Nothing moved, and the refused CONFIGUREs (100 ms failsafe) did not take effect.
     assert wire.silent_for(0.4), "a refused CONFIGURE armed the failsafe"
-    assert wire.request(p.heartbeat(99), p.Ack) == p.Ack(99, POWER_ON, 0)
+    assert wire.request(p.heartbeat(99), p.Ack) == p.Ack(99, POWER_ON, 0, ALL)
 
 
 # -- failsafe --------------------------------------------------------------------------------
@@ -180,7 +199,7 @@ def test_a_stale_partial_frame_is_dropped_after_50_ms(wire: Wire) -> None:
     # would be swallowed as the rest of it.
     wire.write(bytes((p.SYNC, 16, 0x01, 0x05)))
     time.sleep(0.12)
-    assert wire.request(p.heartbeat(5), p.Ack) == p.Ack(5, POWER_ON, 0)
+    assert wire.request(p.heartbeat(5), p.Ack) == p.Ack(5, POWER_ON, 0, ALL)
 
 
 def test_a_frame_held_behind_a_stale_sync_byte_is_found_after_50_ms(wire: Wire) -> None:
@@ -243,7 +262,10 @@ def test_motion_speed_sets_moving_then_clears_it(wire: Wire) -> None:
     started = time.monotonic()
     time.sleep(0.2)
     assert wire.request(p.heartbeat(3), p.Ack).status == p.STATUS_MOVING
-    time.sleep(max(0.0, 0.75 - (time.monotonic() - started)))
+    # The end of the move is reported unprompted, once.
+    arrived = wire.expect(p.Arrived, timeout=3.0)
+    assert time.monotonic() - started >= 0.45, "arrived before 90 degrees at 180 deg/s"
+    assert arrived == p.Arrived((0, 0, 0, 0, 0), 0)
     assert wire.request(p.heartbeat(4), p.Ack) == p.Ack(4, (0, 0, 0, 0, 0), 0)
     # A single finger moving is enough for the flag.
     ack = wire.request(p.set_some(5, {4: 90}), p.Ack)
@@ -251,3 +273,46 @@ def test_motion_speed_sets_moving_then_clears_it(wire: Wire) -> None:
     # Speed 0 again: every servo is at its target at once, so nothing is moving.
     ack = wire.request(p.configure(6, p.DeviceConfig(speed_dps=0)), p.Ack)
     assert ack == p.Ack(6, (0, 0, 0, 0, 90), 0)
+
+
+# -- relax, calibration, timed moves ----------------------------------------------------------
+
+
+def test_relax_is_acked_and_a_set_naming_the_finger_drives_it_again(wire: Wire) -> None:
+    wire.request(p.set_all(1, (0, 45, 90, 135, 180)), p.Ack)
+    ack = wire.request(p.relax(2, 0b10001), p.Ack)
+    assert ack == p.Ack(2, (0, 45, 90, 135, 180), 0, 0b10001)
+    # Other fingers move, the relaxed ones stay limp; naming one drives it, same angle or not.
+    assert wire.request(p.set_some(3, {1: 50}), p.Ack).relaxed == 0b10001
+    assert wire.request(p.set_some(4, {0: 0}), p.Ack).relaxed == 0b10000
+    assert wire.request(p.move(5, 0, {4: 170}), p.Ack) == p.Ack(5, (0, 50, 90, 135, 170), 0)
+    # The failsafe never drives a relaxed finger.
+    config = p.DeviceConfig(300, p.FailsafeAction.SAFE_POSE, (10, 20, 30, 40, 50))
+    wire.request(p.configure(6, config), p.Ack)
+    wire.request(p.relax(7, 0b00110), p.Ack)
+    failsafe, _waited = wait_for_failsafe(wire, 0.3)
+    assert failsafe == p.Failsafe((10, 50, 90, 40, 50), p.STATUS_FAILSAFE, 0b00110)
+
+
+def test_calibrate_is_acked_and_keeps_the_targets(wire: Wire) -> None:
+    wire.request(p.set_all(1, (10, 20, 30, 40, 50)), p.Ack)
+    ack = wire.request(p.calibrate(2, 0b00001, 2278, 722), p.Ack)
+    assert ack == p.Ack(2, (10, 20, 30, 40, 50), 0)
+    ack = wire.request(p.calibrate(3, 0b11110, 400, 2600), p.Ack)
+    assert ack == p.Ack(3, (10, 20, 30, 40, 50), 0)
+
+
+def test_a_timed_move_reports_moving_then_arrives_once(wire: Wire) -> None:
+    wire.request(p.set_all(1, (180, 180, 90, 0, 100)), p.Ack)
+    sent = time.monotonic()
+    ack = wire.request(p.move(2, 400, {0: 0, 1: 90, 2: 0, 3: 180}), p.Ack)
+    assert ack == p.Ack(2, (0, 90, 0, 180, 100), p.STATUS_MOVING)
+    time.sleep(0.1)
+    assert wire.request(p.heartbeat(3), p.Ack).status == p.STATUS_MOVING
+    arrived = wire.expect(p.Arrived, timeout=3.0)
+    assert time.monotonic() - sent >= 0.38, "arrived before the move's duration"
+    assert arrived == p.Arrived((0, 90, 0, 180, 100), 0)
+    assert wire.silent_for(0.2), "more than one ARRIVED"
+    # A move of zero milliseconds is a SET_SOME: done at once, so nothing to report later.
+    assert wire.request(p.move(4, 0, {4: 0}), p.Ack) == p.Ack(4, (0, 90, 0, 180, 0), 0)
+    assert wire.silent_for(0.1)

@@ -11,7 +11,7 @@ import serial
 
 from hand_mqtt.hardware import protocol as p
 
-R = TypeVar("R", p.Hello, p.Ack, p.Nack, p.Failsafe)
+R = TypeVar("R", p.Hello, p.Ack, p.Nack, p.Failsafe, p.Arrived)
 S = TypeVar("S", p.Hello, p.Ack, p.Nack)
 
 

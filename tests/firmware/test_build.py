@@ -15,7 +15,7 @@ from .conftest import FIRMWARE_DIR
 
 pytestmark = pytest.mark.firmware
 
-FLASH_BUDGET = 4096
+FLASH_BUDGET = 5120
 RAM_BUDGET = 384
 
 

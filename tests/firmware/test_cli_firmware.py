@@ -52,7 +52,7 @@ def test_build_prints_sizes_against_the_budget_and_the_paths(
     sizes = next(line for line in lines if line.startswith("flash "))
     flash_used, flash_budget = (int(v) for v in sizes.split(",")[0].split()[1::2])
     ram_used, ram_budget = (int(v) for v in sizes.split(",")[1].split()[1::2])
-    assert (flash_budget, ram_budget) == (4096, 384)
+    assert (flash_budget, ram_budget) == (5120, 384)
     assert 0 < flash_used <= flash_budget
     assert 0 < ram_used <= ram_budget
     assert f"ELF {out / 'hand.elf'}" in lines
@@ -94,7 +94,7 @@ def test_flash_builds_first_without_hex(
     result = cli.invoke(app, ["firmware", "flash", "--port", port])
     assert result.exit_code == 0, result.output
     assert "flash " in result.stdout
-    assert "/ 4096 bytes" in result.stdout
+    assert "/ 5120 bytes" in result.stdout
     assert f"flash:w:{firmware_build.hex}:i" in fake_avrdude.read_text().split()
 
 

@@ -31,6 +31,8 @@ def test_host_conformance_and_fuzz(tmp_path: Path) -> None:
     assert done.returncode == 0, output[-4000:]
     assert re.search(r"conformance: all \d+ checks passed", output), output[-4000:]
     assert re.search(r"fuzz: all \d+ checks passed", output), output[-4000:]
-    vectors = re.search(r"vectors: (\d+) crc, (\d+) frames, (\d+) requests, (\d+) streams", output)
+    vectors = re.search(
+        r"vectors: (\d+) crc, (\d+) frames, (\d+) requests, (\d+) pulses, (\d+) streams", output
+    )
     assert vectors is not None
     assert all(int(count) > 0 for count in vectors.groups())

@@ -134,9 +134,9 @@ def test_boot_hello_and_hello_request(port: Port, hand: EmulatedHand) -> None:
     reply = port.request(p.hello_request(42))
     assert isinstance(reply, p.Hello)
     assert reply.seq == 42
-    assert reply.protocol == 1
+    assert reply.protocol == 2
     assert reply.finger_count == 5
-    assert reply.firmware == (1, 0, 0)
+    assert reply.firmware == (2, 0, 0)
     assert reply.status == 0
     # Nothing is driven before the first SET.
     settle(0.1)
@@ -326,15 +326,17 @@ def test_motion_speed_sweeps_through_intermediate_widths(port: Port, hand: Emula
     ack = port.request(p.set_all(2, (0, 0, 0, 0, 0)))
     assert isinstance(ack, p.Ack)
     assert ack.status & p.STATUS_MOVING  # sweeping down from the power-on 90
-    time.sleep(0.7)
+    assert isinstance(port.expect(timeout=5.0), p.Arrived)
     ack = port.request(p.heartbeat(3))
     assert isinstance(ack, p.Ack)
     assert ack.status == 0
+    settle(0.05)
     mark = emulated_now(hand)
     ack = port.request(p.set_all(4, (180, 180, 180, 180, 180)))
     assert isinstance(ack, p.Ack)
     assert ack.status & p.STATUS_MOVING
-    time.sleep(1.3)
+    assert isinstance(port.expect(timeout=5.0), p.Arrived)
+    settle(0.05)
     ack = port.request(p.heartbeat(5))
     assert isinstance(ack, p.Ack)
     assert ack.status == 0
@@ -367,3 +369,141 @@ def test_vcd_pins_are_the_servo_pins() -> None:
         "PD6": "pinky",
         "PD5": "thumb",
     }
+
+
+# -- relax, calibration, timed moves ---------------------------------------------------------
+
+# The two edges of a slot change are written a few CPU cycles apart, so a pulse measures up to
+# about a microsecond short of its nominal width in the trace (0.1 degree).
+PULSE_TOLERANCE_US = 1.5
+
+
+def pin_high_at_end(vcd_path: Path, finger: str) -> bool:
+    """Whether the finger's pin was high at the last change in the trace."""
+    pin = next(name for name, owner in FINGER_PINS.items() if owner == finger)
+    tokens = vcd_path.read_text(encoding="ascii", errors="replace").split()
+    code = next(tokens[i + 3] for i, t in enumerate(tokens) if t == "$var" and tokens[i + 4] == pin)
+    level = "0"
+    for token in tokens:
+        if len(token) > 1 and token[0] in "01" and token[1:] == code:
+            level = token[0]
+    return level == "1"
+
+
+def wait_for_pulses(hand: EmulatedHand, finger: str, count: int, timeout: float = 10.0) -> None:
+    """Wait until the trace holds ``count`` pulses of ``finger`` (the emulator runs in real
+    time and flushes the trace every 20 ms of emulated time)."""
+    deadline = time.monotonic() + timeout
+    while len(servo_pulses(vcd(hand))[finger]) < count:
+        assert time.monotonic() < deadline, f"{finger}: fewer than {count} pulses"
+        time.sleep(0.02)
+
+
+def test_relaxed_pins_stay_low_while_the_others_keep_pulsing(
+    port: Port, hand: EmulatedHand
+) -> None:
+    angles = (30, 60, 90, 120, 150)
+    assert isinstance(port.request(p.set_all(1, angles)), p.Ack)
+    settle()
+    ack = port.request(p.relax(2, p.finger_mask([0, 4])))  # index and thumb
+    assert ack == p.Ack(2, angles, 0, 0b10001)
+    # The ACK comes back within a frame of the RELAX; from the middle finger's next pulse on,
+    # count frames: 8 of them, while index and thumb must stay silent.
+    seen = len(servo_pulses(vcd(hand))["middle"])
+    wait_for_pulses(hand, "middle", seen + 8)
+    pulses = servo_pulses(vcd(hand))
+    quiet_from = pulses["middle"][seen + 1].start_s  # a frame of slack for the trace's lag
+    for finger in ("index", "thumb"):
+        late = [pulse for pulse in pulses[finger] if pulse.start_s >= quiet_from]
+        assert not late, f"{finger} pulsed after RELAX: {late}"
+        assert not pin_high_at_end(vcd(hand), finger), f"{finger} is held high"
+        # Every pulse it did get, the last one included, had its full width: no runt pulse.
+        expected = angle_to_pulse_us(angles[FINGERS.index(finger)])
+        assert all(abs(w.width_us - expected) <= PULSE_TOLERANCE_US for w in pulses[finger]), finger
+    quiet_frames = (pulses["middle"][-1].start_s - quiet_from) / FRAME_S
+    assert quiet_frames >= 5, quiet_frames
+    for finger in ("middle", "ring", "pinky"):
+        assert len([q for q in pulses[finger] if q.start_s >= quiet_from]) >= 6, finger
+    assert_pulses_match(hand, {"middle": 60, "ring": 90, "pinky": 120})
+    # Driving the index again (any angle) brings its pulses back at the commanded width.
+    assert port.request(p.set_some(3, {0: 45})) == p.Ack(3, (45, 60, 90, 120, 150), 0, 0b10000)
+    seen = len(servo_pulses(vcd(hand))["index"])
+    wait_for_pulses(hand, "index", seen + 4)
+    assert_pulses_match(hand, {"index": 45})
+    assert len(servo_pulses(vcd(hand))["thumb"]) == len(pulses["thumb"])
+
+
+def test_calibration_sets_each_fingers_pulse_range(port: Port, hand: EmulatedHand) -> None:
+    assert isinstance(port.request(p.calibrate(1, 0b00001, 2278, 722)), p.Ack)  # mirrored
+    assert isinstance(port.request(p.calibrate(2, 0b01000, 500, 2500)), p.Ack)
+    assert isinstance(port.request(p.calibrate(3, 0b10000, 1000, 2000)), p.Ack)
+    ack = port.request(p.set_all(4, (90, 90, 0, 180, 45)))
+    assert isinstance(ack, p.Ack)
+    settle()
+    expected = {"index": 1500.0, "middle": 1472.0, "ring": 544.0, "pinky": 2500.0, "thumb": 1250.0}
+    widths = last_pulse_widths(vcd(hand))
+    for finger, width in expected.items():
+        assert abs(widths[finger] - width) <= PULSE_TOLERANCE_US, (finger, widths[finger], width)
+    assert isinstance(port.request(p.set_all(5, (0, 0, 0, 0, 0))), p.Ack)
+    settle()
+    widths = last_pulse_widths(vcd(hand))
+    assert abs(widths["index"] - 2278) <= PULSE_TOLERANCE_US
+    assert abs(widths["pinky"] - 500) <= PULSE_TOLERANCE_US
+
+
+def arrival_frame(pulses: list[Pulse], target_us: float, frame_starts: list[float]) -> int:
+    """The servo frame (counted by the index finger's pulse starts) from which on the finger's
+    pulses stay at ``target_us``."""
+    last_off = max(
+        (
+            i
+            for i, pulse in enumerate(pulses)
+            if abs(pulse.width_us - target_us) > PULSE_TOLERANCE_US
+        ),
+        default=-1,
+    )
+    arrived = pulses[last_off + 1]
+    return sum(1 for start in frame_starts if start <= arrived.start_s + 1e-6)
+
+
+def test_a_timed_move_brings_every_finger_in_the_same_frame(port: Port, hand: EmulatedHand) -> None:
+    start = (180, 180, 90, 0, 100)
+    goal = (0, 90, 0, 180, 100)  # index 180 deg, middle 90, ring 90, pinky 180; thumb stays
+    duration_s = 0.8
+    assert isinstance(port.request(p.set_all(1, start)), p.Ack)
+    settle()
+    mark = emulated_now(hand)
+    ack = port.request(p.move(2, int(duration_s * 1000), {0: 0, 1: 90, 2: 0, 3: 180}))
+    assert ack == p.Ack(2, goal, p.STATUS_MOVING)
+    arrived = port.expect(timeout=5.0)
+    assert arrived == p.Arrived(goal, 0)
+    settle()
+    pulses = {f: [q for q in servo_pulses(vcd(hand))[f] if q.start_s >= mark] for f in FINGERS}
+    frame_starts = [q.start_s for q in pulses["index"]]
+    arrivals: dict[str, int] = {}
+    first_change: dict[str, float] = {}
+    for finger, before, after in zip(FINGERS[:4], start, goal, strict=False):
+        widths = [q.width_us for q in pulses[finger]]
+        begin_us, end_us = angle_to_pulse_us(before), angle_to_pulse_us(after)
+        assert abs(widths[0] - begin_us) <= PULSE_TOLERANCE_US, finger
+        moved = next(q for q in pulses[finger] if abs(q.width_us - begin_us) > PULSE_TOLERANCE_US)
+        first_change[finger] = moved.start_s
+        arrivals[finger] = arrival_frame(pulses[finger], end_us, frame_starts)
+        # Monotone along the way, never past the target.
+        step = 1 if end_us > begin_us else -1
+        assert all(step * (b - a) >= -PULSE_TOLERANCE_US for a, b in itertools.pairwise(widths)), (
+            finger
+        )
+    assert max(arrivals.values()) - min(arrivals.values()) <= 1, arrivals
+    # The thumb, not in the move, held its width all along.
+    thumb = [q.width_us for q in pulses["thumb"]]
+    assert all(abs(w - angle_to_pulse_us(100)) <= PULSE_TOLERANCE_US for w in thumb), thumb
+    # The move's length on the pins: from the first changed pulse to the arrival frame.
+    began = min(first_change.values())
+    ended = frame_starts[max(arrivals.values()) - 1]
+    length = ended - began
+    assert abs(length - duration_s) <= FRAME_S, f"move took {length:.4f} s on the pins"
+    print(
+        f"timed move {duration_s * 1000:.0f} ms: arrival frames {arrivals}, "
+        f"{length * 1000:.1f} ms from first change to arrival"
+    )

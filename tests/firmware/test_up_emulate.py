@@ -111,7 +111,7 @@ def test_up_emulate_runs_the_real_firmware(up: tuple[subprocess.Popen[str], int]
     assert data["reported"]["failsafe"] is False
     # The HELLO came from the firmware ELF (the simulator would say the same: the version is
     # the firmware's config.h), over the emulator's pty.
-    assert data["reported"]["firmware"]["version"] == "1.0.0"
+    assert data["reported"]["firmware"]["version"] == "2.0.0"
     assert data["reported"]["serial"].startswith("/dev/pts/")
     assert data["device"] == "online"
     assert data["arbiter"] == "online"

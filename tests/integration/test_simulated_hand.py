@@ -39,7 +39,9 @@ class Reader:
 
     def request(self, frame: p.Frame) -> p.Reply:
         self.port.write(frame.encode())
-        return self.wait_for(lambda r: not isinstance(r, p.Failsafe) and r.seq == frame.seq)
+        return self.wait_for(
+            lambda r: isinstance(r, p.Hello | p.Ack | p.Nack) and r.seq == frame.seq
+        )
 
 
 def port_fails(port: serial.Serial, *, write: bool = True, timeout: float = TIMEOUT_S) -> bool:
@@ -78,7 +80,7 @@ def test_pty_hello_and_set_all(pty_hand: PtyHand, tmp_path: Path) -> None:
     with open_port(pty_hand.path) as port:
         reader = Reader(port)
         hello = reader.request(p.hello_request(1))
-        assert hello == p.Hello(1, 1, (1, 0, 0), 5, 0)
+        assert hello == p.Hello(1, 2, (2, 0, 0), 5, 0)
         ack = reader.request(p.set_all(2, [0, 45, 90, 135, 180]))
         assert ack == p.Ack(2, (0, 45, 90, 135, 180), 0)
     assert pty_hand.firmware.targets == (0, 45, 90, 135, 180)
@@ -111,7 +113,7 @@ def test_pty_unplug_and_plug(pty_hand: PtyHand) -> None:
     assert os.readlink(pty_hand.path) == pty_hand.device
     with open_port(pty_hand.path) as port:
         hello = Reader(port).request(p.hello_request(9))
-        assert hello == p.Hello(9, 1, (1, 0, 0), 5, 0)
+        assert hello == p.Hello(9, 2, (2, 0, 0), 5, 0)
     assert pty_hand.firmware.targets == (90,) * 5  # rebooted
     assert first_device  # the pts number may or may not be reused
 
@@ -128,7 +130,7 @@ def test_pty_boot_hello_waits_in_the_buffer(tmp_path: Path) -> None:
             while not frames and time.monotonic() < deadline:
                 data = os.read(fd, 64)
                 frames = decoder.feed(data)
-            assert [p.parse_reply(f) for f in frames] == [p.Hello(0, 1, (1, 0, 0), 5, 0)]
+            assert [p.parse_reply(f) for f in frames] == [p.Hello(0, 2, (2, 0, 0), 5, 0)]
         finally:
             os.close(fd)
 
@@ -142,7 +144,9 @@ def test_pty_inject_noise_and_on_frame(tmp_path: Path) -> None:
             33, p.NackReason.BAD_ANGLE
         )
         port.write(b"\x01\x02\xa5\x40" + p.heartbeat(4).encode())
-        assert reader.wait_for(lambda r: getattr(r, "seq", None) == 4) == p.Ack(4, (90,) * 5, 0)
+        assert reader.wait_for(lambda r: getattr(r, "seq", None) == 4) == p.Ack(
+            4, (90,) * 5, 0, 0b11111
+        )
     assert [f.seq for f in seen] == [4]
     assert hand.firmware.bad_frames == 1
 
@@ -181,8 +185,8 @@ def test_socket_hello_and_set_all(socket_hand: SocketHand) -> None:
     assert socket_hand.port > 0
     with serial.serial_for_url(socket_hand.url, baudrate=115200, timeout=0.05) as port:
         reader = Reader(port)
-        assert reader.request(p.hello_request(1)) == p.Hello(1, 1, (1, 0, 0), 5, 0)
-        assert reader.request(p.set_some(2, {4: 0})) == p.Ack(2, (90, 90, 90, 90, 0), 0)
+        assert reader.request(p.hello_request(1)) == p.Hello(1, 2, (2, 0, 0), 5, 0)
+        assert reader.request(p.set_some(2, {4: 0})) == p.Ack(2, (90, 90, 90, 90, 0), 0, 0b01111)
     assert socket_hand.firmware.targets == (90, 90, 90, 90, 0)
     assert socket_hand.frames_received == 2
 
@@ -199,7 +203,7 @@ def test_socket_unplug_and_plug(socket_hand: SocketHand) -> None:
     socket_hand.plug()
     assert socket_hand.url == url
     with open_port(url) as port:
-        assert Reader(port).request(p.hello_request(5)) == p.Hello(5, 1, (1, 0, 0), 5, 0)
+        assert Reader(port).request(p.hello_request(5)) == p.Hello(5, 2, (2, 0, 0), 5, 0)
     assert socket_hand.firmware.targets == (90,) * 5
 
 

@@ -292,6 +292,34 @@ def test_set_some_round_trip() -> None:
     assert len(p.set_some(0, {2: 1}).encode()) == 7
 
 
+def test_move_round_trip() -> None:
+    frame = p.move(5, 800, {3: 180, 0: 0})
+    assert frame.payload == bytes([0x20, 0x03, 0x09, 0, 180])
+    request = p.parse_request(frame)
+    assert request == p.Move(5, 800, 0x09, (0, 180))
+    assert isinstance(request, p.Move)
+    assert request.as_dict() == {0: 0, 3: 180}
+    assert request.apply((90, 90, 90, 90, 90)) == (0, 90, 90, 180, 90)
+    assert len(p.move(0, 65535, dict.fromkeys(range(5), 0)).encode()) == 13
+
+
+def test_relax_and_calibrate_round_trip() -> None:
+    assert p.relax(6, p.finger_mask([0, 4])).payload == bytes([0x11])
+    assert p.parse_request(p.relax(6, 0x11)) == p.Relax(6, 0x11)
+    frame = p.calibrate(7, 0x04, 2278, 722)
+    assert frame.payload == bytes([0x04, 0xE6, 0x08, 0xD2, 0x02])
+    assert p.parse_request(frame) == p.Calibrate(7, 0x04, 2278, 722)
+
+
+def test_finger_masks() -> None:
+    assert p.finger_mask([]) == 0
+    assert p.finger_mask([4, 0, 0]) == 0x11
+    assert p.fingers_of(0x11) == (0, 4)
+    assert p.fingers_of(0) == ()
+    with pytest.raises(ValueError, match="finger index"):
+        p.finger_mask([5])
+
+
 def test_empty_requests_round_trip() -> None:
     assert p.parse_request(p.heartbeat(5)) == p.Heartbeat(5)
     assert p.parse_request(p.hello_request(6)) == p.HelloRequest(6)
@@ -345,8 +373,20 @@ def test_device_config_rejects(kwargs: dict[str, Any]) -> None:
         (p.heartbeat, (-1,)),
         (p.hello_request, (300,)),
         (p.configure, (0, None)),
+        (p.move, (0, -1, {0: 90})),
+        (p.move, (0, 65536, {0: 90})),
+        (p.move, (0, 1.5, {0: 90})),
+        (p.move, (0, 100, {})),
+        (p.move, (0, 100, {0: 181})),
+        (p.relax, (0, 0)),
+        (p.relax, (0, 0x20)),
+        (p.calibrate, (0, 0x01, 399, 2400)),
+        (p.calibrate, (0, 0x01, 544, 2601)),
+        (p.calibrate, (0, 0, 544, 2400)),
         (p.ack_frame, (0, [90] * 5, 256)),
+        (p.ack_frame, (0, [90] * 5, 0, 0x20)),
         (p.failsafe_frame, ([90] * 6,)),
+        (p.arrived_frame, ([90] * 5, 0, -1)),
         (p.hello_frame, (0, (1, 0))),
         (p.nack_frame, (0, 300)),
     ],
@@ -361,7 +401,7 @@ def test_builders_reject_bad_input(build: Any, args: tuple[Any, ...]) -> None:
 
 def test_parse_replies_round_trip() -> None:
     hello = p.parse_reply(p.hello_frame(7, (1, 2, 3), p.STATUS_FAILSAFE))
-    assert hello == p.Hello(7, 1, (1, 2, 3), 5, 1)
+    assert hello == p.Hello(7, 2, (1, 2, 3), 5, 1)
     assert isinstance(hello, p.Hello)
     assert hello.failsafe_active
     ack = p.parse_reply(p.ack_frame(8, [0, 45, 90, 135, 180], p.STATUS_MOVING))
@@ -376,6 +416,15 @@ def test_parse_replies_round_trip() -> None:
     failsafe = p.parse_reply(p.failsafe_frame([180] * 5))
     assert failsafe == p.Failsafe((180, 180, 180, 180, 180), p.STATUS_FAILSAFE)
     assert p.failsafe_frame([180] * 5).seq == 0
+    relaxed = p.parse_reply(p.ack_frame(10, [90] * 5, 0, 0x11))
+    assert relaxed == p.Ack(10, (90,) * 5, 0, 0x11)
+    assert isinstance(relaxed, p.Ack)
+    assert relaxed.relaxed_fingers == (0, 4)
+    arrived = p.parse_reply(p.arrived_frame([0] * 5, 0, 0x02))
+    assert arrived == p.Arrived((0,) * 5, 0, 0x02)
+    assert isinstance(arrived, p.Arrived)
+    assert not arrived.moving
+    assert p.arrived_frame([0] * 5).seq == 0
 
 
 def test_unknown_nack_reason_kept_as_int() -> None:
@@ -395,12 +444,14 @@ def test_every_nack_reason_has_a_sentence() -> None:
     [
         (p.Frame(p.FrameType.SET_ALL, 1, bytes(5)), "unexpected frame type SET_ALL"),
         (p.Frame(0x90, 1, b""), "unexpected frame type 0x90"),
-        (p.Frame(p.FrameType.ACK, 1, bytes(5)), "5 payload bytes, expected 6"),
+        (p.Frame(p.FrameType.ACK, 1, bytes(6)), "6 payload bytes, expected 7"),
+        (p.Frame(p.FrameType.ARRIVED, 0, bytes(6)), "6 payload bytes, expected 7"),
         (p.Frame(p.FrameType.HELLO, 1, bytes(7)), "7 payload bytes, expected 6"),
         (p.Frame(p.FrameType.NACK, 1, b""), "0 payload bytes, expected 1"),
         (p.Frame(p.FrameType.FAILSAFE, 0, bytes(16)), "16 payload bytes"),
-        (p.Frame(p.FrameType.ACK, 1, bytes([90, 90, 181, 90, 90, 0])), "angle above 180"),
-        (p.Frame(p.FrameType.FAILSAFE, 0, bytes([255, 0, 0, 0, 0, 1])), "angle above 180"),
+        (p.Frame(p.FrameType.ACK, 1, bytes([90, 90, 181, 90, 90, 0, 0])), "angle above 180"),
+        (p.Frame(p.FrameType.FAILSAFE, 0, bytes([255, 0, 0, 0, 0, 1, 0])), "angle above 180"),
+        (p.Frame(p.FrameType.ACK, 1, bytes([90, 90, 90, 90, 90, 0, 0x20])), "sixth finger"),
     ],
 )
 def test_parse_reply_rejects(frame: p.Frame, match: str) -> None:
@@ -427,16 +478,18 @@ def test_request_vectors(case: dict[str, Any]) -> None:
     request = p.parse_request(frame)
     assert case["expect"] == "apply"
     assert request.seq == frame.seq
-    if isinstance(request, p.SetSome):
+    if isinstance(request, p.SetSome | p.Move):
         assert case["mask"] == request.mask
     else:
         assert case["mask"] is None
     if case["angles"] is None:
         assert isinstance(request, p.HelloRequest)
         assert isinstance(reply, p.Hello)
+        assert case["relaxed"] is None
     else:
         assert isinstance(reply, p.Ack)
         assert list(reply.angles) == case["angles"]
+        assert reply.relaxed == case["relaxed"]
         assert reply.seq == frame.seq
 
 

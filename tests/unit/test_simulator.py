@@ -58,19 +58,22 @@ def test_boot_says_hello_and_has_power_on_defaults(clock: FakeClock) -> None:
     fw = SimulatedFirmware(clock=clock)
     hello = one_reply(fw.boot())
     assert hello == p.Hello(0, p.PROTOCOL_VERSION, FIRMWARE_VERSION, 5, 0)
-    assert FIRMWARE_VERSION == (1, 0, 0)
+    assert FIRMWARE_VERSION == (2, 0, 0)
     assert fw.targets == (90, 90, 90, 90, 90)
     assert fw.positions == (90, 90, 90, 90, 90)
     assert fw.config == p.DeviceConfig()
     assert fw.config.safe_pose == (180,) * 5
     assert not fw.driving
+    assert fw.relaxed == 0b11111
+    assert fw.pulse_widths == (None,) * 5
+    assert fw.calibration == ((544, 2400),) * 5
     assert not fw.failsafe_active
     assert fw.status == 0
     assert fw.poll() == b""
 
 
 def test_hello_request_echoes_seq(fw: SimulatedFirmware) -> None:
-    assert send(fw, p.hello_request(42)) == p.Hello(42, 1, (1, 0, 0), 5, 0)
+    assert send(fw, p.hello_request(42)) == p.Hello(42, 2, (2, 0, 0), 5, 0)
     assert not fw.driving
 
 
@@ -89,7 +92,7 @@ def test_set_some_changes_only_its_fingers(fw: SimulatedFirmware) -> None:
 
 
 def test_set_some_first_drives(fw: SimulatedFirmware) -> None:
-    assert send(fw, p.set_some(7, {0: 0})) == p.Ack(7, (0, 90, 90, 90, 90), 0)
+    assert send(fw, p.set_some(7, {0: 0})) == p.Ack(7, (0, 90, 90, 90, 90), 0, 0b11110)
     assert fw.driving
     assert fw.driven == 0b00001
     send(fw, p.set_some(8, {4: 0, 2: 0}))
@@ -99,20 +102,24 @@ def test_set_some_first_drives(fw: SimulatedFirmware) -> None:
 
 
 def test_heartbeat_acks_current_targets(fw: SimulatedFirmware) -> None:
-    assert send(fw, p.heartbeat(3)) == p.Ack(3, (90,) * 5, 0)
+    assert send(fw, p.heartbeat(3)) == p.Ack(3, (90,) * 5, 0, 0b11111)
     assert not fw.driving
 
 
 def test_configure_acks_and_applies(fw: SimulatedFirmware) -> None:
     config = p.DeviceConfig(500, p.FailsafeAction.SAFE_POSE, (1, 2, 3, 4, 5), 90)
-    assert send(fw, p.configure(4, config)) == p.Ack(4, (90,) * 5, 0)
+    assert send(fw, p.configure(4, config)) == p.Ack(4, (90,) * 5, 0, 0b11111)
     assert fw.config == config
 
 
 @pytest.mark.parametrize(
     ("frame", "reason"),
     [
-        (p.Frame(0x06, 1), p.NackReason.UNKNOWN_TYPE),
+        (p.Frame(0x09, 1), p.NackReason.UNKNOWN_TYPE),
+        (p.Frame(p.FrameType.MOVE, 1, bytes([1, 0])), p.NackReason.BAD_LENGTH),
+        (p.Frame(p.FrameType.MOVE, 1, bytes([1, 0, 0x40, 1])), p.NackReason.BAD_MASK),
+        (p.Frame(p.FrameType.RELAX, 1, bytes([0])), p.NackReason.BAD_MASK),
+        (p.Frame(p.FrameType.CALIBRATE, 1, bytes([1, 0, 0, 0x60, 0x09])), 6),
         (p.Frame(p.FrameType.ACK, 1, bytes(6)), p.NackReason.UNKNOWN_TYPE),
         (p.Frame(p.FrameType.SET_ALL, 1, bytes(4)), p.NackReason.BAD_LENGTH),
         (p.Frame(p.FrameType.SET_SOME, 1, bytes([0x03, 1])), p.NackReason.BAD_LENGTH),
@@ -188,7 +195,7 @@ def test_stale_partial_frame_discarded_by_poll(fw: SimulatedFirmware, clock: Fak
     assert fw.poll() == b""
     assert fw.stale_discards == 1
     good = p.heartbeat(1).encode()
-    assert one_reply(fw.feed(good)) == p.Ack(1, (90,) * 5, 0)
+    assert one_reply(fw.feed(good)) == p.Ack(1, (90,) * 5, 0, 0b11111)
 
 
 def test_failsafe_hold(fw: SimulatedFirmware, clock: FakeClock) -> None:
@@ -209,13 +216,24 @@ def test_failsafe_hold(fw: SimulatedFirmware, clock: FakeClock) -> None:
     assert fw.failsafe_count == 1
 
 
-def test_failsafe_safe_pose_before_any_set_drives_all(
+def test_failsafe_safe_pose_moves_only_the_driven_fingers(
     fw: SimulatedFirmware, clock: FakeClock
 ) -> None:
     send(fw, p.configure(1, p.DeviceConfig(100, p.FailsafeAction.SAFE_POSE)))
+    send(fw, p.set_some(2, {0: 0, 1: 0}))
     clock.advance(0.1)
-    assert one_reply(fw.poll()) == p.Failsafe((180,) * 5, p.STATUS_FAILSAFE)
-    assert fw.driven == 0b11111
+    failsafe = p.Failsafe((180, 180, 90, 90, 90), p.STATUS_FAILSAFE, 0b11100)
+    assert one_reply(fw.poll()) == failsafe
+    assert fw.driven == 0b00011
+
+
+def test_failsafe_never_drives_a_relaxed_finger(fw: SimulatedFirmware, clock: FakeClock) -> None:
+    send(fw, p.configure(1, p.DeviceConfig(100, p.FailsafeAction.SAFE_POSE)))
+    send(fw, p.set_all(2, [0] * 5))
+    send(fw, p.relax(3, 0b11111))
+    clock.advance(0.1)
+    assert one_reply(fw.poll()) == p.Failsafe((0,) * 5, p.STATUS_FAILSAFE, 0b11111)
+    assert not fw.driving
 
 
 def test_failsafe_hold_before_any_set_drives_nothing(
@@ -223,7 +241,7 @@ def test_failsafe_hold_before_any_set_drives_nothing(
 ) -> None:
     send(fw, p.configure(1, p.DeviceConfig(100)))
     clock.advance(0.1)
-    assert one_reply(fw.poll()) == p.Failsafe((90,) * 5, p.STATUS_FAILSAFE)
+    assert one_reply(fw.poll()) == p.Failsafe((90,) * 5, p.STATUS_FAILSAFE, 0b11111)
     assert not fw.driving
 
 
@@ -245,9 +263,10 @@ def test_failsafe_fires_before_late_frame_is_handled(
     fw: SimulatedFirmware, clock: FakeClock
 ) -> None:
     send(fw, p.configure(1, p.DeviceConfig(100, p.FailsafeAction.SAFE_POSE)))
+    send(fw, p.set_all(2, [90] * 5))
     clock.advance(0.5)  # nobody polled in time
-    got = replies(fw.feed(p.set_all(2, [0] * 5).encode()))
-    assert got == [p.Failsafe((180,) * 5, 1), p.Ack(2, (0,) * 5, 0)]
+    got = replies(fw.feed(p.set_all(3, [0] * 5).encode()))
+    assert got == [p.Failsafe((180,) * 5, 1), p.Ack(3, (0,) * 5, 0)]
 
 
 def test_failsafe_rearms_after_valid_frame(fw: SimulatedFirmware, clock: FakeClock) -> None:
@@ -265,7 +284,7 @@ def test_nacked_and_garbage_frames_do_not_feed_the_failsafe(
 ) -> None:
     send(fw, p.configure(1, p.DeviceConfig(100)))
     clock.advance(0.06)
-    assert isinstance(send(fw, p.Frame(0x06, 2)), p.Nack)
+    assert isinstance(send(fw, p.Frame(0x09, 2)), p.Nack)
     assert fw.feed(b"\x00\x11\xa5\x30") == b""
     clock.advance(0.04)
     assert isinstance(one_reply(fw.poll()), p.Failsafe)
@@ -292,7 +311,12 @@ def test_speed_moves_at_degrees_per_second(fw: SimulatedFirmware, clock: FakeClo
     clock.advance(0.5)
     assert fw.positions == (0, 90, 180, 100, 80)
     assert not fw.moving
-    assert send(fw, p.heartbeat(4)) == p.Ack(4, (0, 90, 180, 100, 80), 0)
+    # The end of the move is reported once, on its own, before anything else.
+    assert replies(fw.feed(p.heartbeat(4).encode())) == [
+        p.Arrived((0, 90, 180, 100, 80), 0),
+        p.Ack(4, (0, 90, 180, 100, 80), 0),
+    ]
+    assert fw.poll() == b""
 
 
 def test_speed_zero_moves_at_once(fw: SimulatedFirmware) -> None:
@@ -300,21 +324,96 @@ def test_speed_zero_moves_at_once(fw: SimulatedFirmware) -> None:
     assert fw.positions == (0,) * 5
 
 
+def test_relax_stops_the_pulses_until_a_set_names_the_finger(fw: SimulatedFirmware) -> None:
+    send(fw, p.set_all(1, [0, 45, 90, 135, 180]))
+    assert send(fw, p.relax(2, 0b10001)) == p.Ack(2, (0, 45, 90, 135, 180), 0, 0b10001)
+    assert fw.pulse_widths == (None, 1008.0, 1472.0, 1936.0, None)
+    # A SET_SOME of other fingers leaves them limp; naming one drives it at the same angle.
+    assert send(fw, p.set_some(3, {1: 50})) == p.Ack(3, (0, 50, 90, 135, 180), 0, 0b10001)
+    assert send(fw, p.set_some(4, {0: 0})) == p.Ack(4, (0, 50, 90, 135, 180), 0, 0b10000)
+    assert send(fw, p.set_all(5, [0] * 5)).relaxed == 0  # type: ignore[union-attr]
+
+
+def test_relax_mid_move_leaves_nothing_moving(fw: SimulatedFirmware, clock: FakeClock) -> None:
+    send(fw, p.configure(1, p.DeviceConfig(speed_dps=90)))
+    send(fw, p.set_all(2, [0] * 5))
+    clock.advance(0.5)
+    assert fw.moving
+    ack = send(fw, p.relax(3, 0b11111))
+    assert ack == p.Ack(3, (0,) * 5, 0, 0b11111)
+    assert fw.poll() == b""  # the ACK said it: no ARRIVED
+
+
+def test_calibration_sets_pulse_widths_per_finger(fw: SimulatedFirmware) -> None:
+    send(fw, p.calibrate(1, 0b00001, 2278, 722))
+    send(fw, p.calibrate(2, 0b00110, 500, 2500))
+    assert fw.calibration[:3] == ((2278, 722), (500, 2500), (500, 2500))
+    send(fw, p.set_all(3, [90, 0, 180, 90, 0]))
+    assert fw.pulse_widths == (1500.0, 500.0, 2500.0, 1472.0, 544.0)
+
+
+@pytest.mark.parametrize("case", VECTORS["pulses"], ids=lambda c: str(tuple(c.values())))
+def test_pulse_vectors(case: dict[str, Any], fw: SimulatedFirmware) -> None:
+    send(fw, p.calibrate(1, 0b11111, case["pulse_at_0_us"], case["pulse_at_180_us"]))
+    send(fw, p.set_all(2, [case["angle"]] * 5))
+    assert fw.pulse_widths == (case["half_us"] / 2,) * 5
+
+
+def test_timed_move_brings_every_finger_in_together(
+    fw: SimulatedFirmware, clock: FakeClock
+) -> None:
+    send(fw, p.set_all(1, [180, 180, 90, 0, 100]))
+    ack = send(fw, p.move(2, 800, {0: 0, 1: 90, 2: 0, 3: 180}))
+    assert ack == p.Ack(2, (0, 90, 0, 180, 100), p.STATUS_MOVING)
+    clock.advance(0.4)
+    assert fw.positions == pytest.approx((90, 135, 45, 90, 100))
+    assert fw.poll() == b""
+    clock.advance(0.399)
+    assert fw.moving
+    assert all(pos != target for pos, target in zip(fw.positions[:4], fw.targets, strict=False))
+    clock.advance(0.001)
+    assert one_reply(fw.poll()) == p.Arrived((0, 90, 0, 180, 100), 0)
+    assert fw.positions == (0, 90, 0, 180, 100)
+    assert fw.poll() == b""
+
+
+def test_a_timed_move_carries_a_finger_still_on_its_way(
+    fw: SimulatedFirmware, clock: FakeClock
+) -> None:
+    send(fw, p.configure(1, p.DeviceConfig(speed_dps=10)))
+    send(fw, p.set_all(2, [0, 90, 90, 90, 90]))
+    clock.advance(1.0)
+    assert fw.positions[0] == pytest.approx(80)
+    send(fw, p.move(3, 200, {1: 180}))
+    clock.advance(0.1)
+    assert fw.positions[:2] == pytest.approx((40, 135))
+    clock.advance(0.1)
+    assert isinstance(one_reply(fw.poll()), p.Arrived)
+    assert fw.positions[:2] == (0, 180)
+
+
+def test_a_move_of_zero_duration_is_a_set(fw: SimulatedFirmware) -> None:
+    assert send(fw, p.move(1, 0, {0: 5})) == p.Ack(1, (5, 90, 90, 90, 90), 0, 0b11110)
+    assert fw.positions[0] == 5
+
+
 def test_boot_resets_state(fw: SimulatedFirmware) -> None:
     send(fw, p.configure(1, p.DeviceConfig(100, speed_dps=5)))
     send(fw, p.set_all(2, [0] * 5))
     fw.feed(b"\xa5\x05")
-    assert one_reply(fw.boot()) == p.Hello(0, 1, (1, 0, 0), 5, 0)
+    send(fw, p.calibrate(3, 0b11111, 500, 2500))
+    assert one_reply(fw.boot()) == p.Hello(0, 2, (2, 0, 0), 5, 0)
     assert fw.targets == (90,) * 5
     assert fw.config == p.DeviceConfig()
+    assert fw.calibration == ((544, 2400),) * 5
     assert not fw.driving
-    assert one_reply(fw.feed(p.heartbeat(3).encode())) == p.Ack(3, (90,) * 5, 0)
+    assert one_reply(fw.feed(p.heartbeat(3).encode())) == p.Ack(3, (90,) * 5, 0, 0b11111)
 
 
 def test_listener_sees_good_frames(fw: SimulatedFirmware) -> None:
     seen: list[p.Frame] = []
     fw.add_listener(seen.append)
-    fw.feed(p.heartbeat(1).encode() + b"\x00\xa5\xff" + p.Frame(0x06, 2).encode())
+    fw.feed(p.heartbeat(1).encode() + b"\x00\xa5\xff" + p.Frame(0x09, 2).encode())
     assert [f.seq for f in seen] == [1, 2]
     fw.remove_listener(seen.append)
     fw.feed(p.heartbeat(3).encode())
