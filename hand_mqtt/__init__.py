@@ -24,6 +24,7 @@ from hand_mqtt.errors import (
     NoAnswerError,
     ProtocolError,
 )
+from hand_mqtt.gestures import Gesture, GestureStep
 from hand_mqtt.hardware.link import SerialLink
 from hand_mqtt.model import (
     BUILTIN_POSES,
@@ -32,6 +33,7 @@ from hand_mqtt.model import (
     Angles,
     ErrorReport,
     FirmwareInfo,
+    GestureProgress,
     HandState,
     PoseBook,
     Reported,
@@ -85,6 +87,9 @@ __all__ = [
     "FingerChange",
     "FirmwareError",
     "FirmwareInfo",
+    "Gesture",
+    "GestureProgress",
+    "GestureStep",
     "HandClient",
     "HandMqttError",
     "HandState",

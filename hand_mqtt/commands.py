@@ -6,7 +6,9 @@ Accepted forms (see docs/topics.md):
   ``{"angle": 90}``, ``{"delta": -15}``, each JSON form with an optional ``"transaction"``;
 - ``<base>/<hand>/set``: a JSON object with finger names (a number, or ``{"angle": n}`` /
   ``{"delta": n}``), ``"pose"``, ``"angles"`` (five numbers or nulls) and ``"transaction"``;
-- ``<base>/<hand>/pose/set``: a pose name, plain or as a JSON string or ``{"pose": name}``.
+- ``<base>/<hand>/pose/set``: a pose name, plain or as a JSON string or ``{"pose": name}``;
+  a gesture's name there plays the gesture;
+- ``<base>/<hand>/set`` with ``"gesture"`` (and ``"repeat"``): play a gesture.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from hand_mqtt.errors import CommandError
+from hand_mqtt.gestures import MAX_REPEAT
 from hand_mqtt.model import FINGERS, MAX_ANGLE, MIN_ANGLE, Angles, PoseBook
 from hand_mqtt.topics import CommandTopic
 
@@ -43,6 +46,9 @@ class Command:
     pose: str | None = None
     changes: tuple[FingerChange, ...] = ()
     transaction: str | int | None = None
+    gesture: str | None = None
+    """A gesture to play (then there is no pose and no change), ``repeat`` times."""
+    repeat: int = 1
 
     def apply(self, current: Angles, poses: PoseBook) -> Angles:
         """The angles after this command, starting from ``current``."""
@@ -147,10 +153,41 @@ def _pose(value: Any, poses: PoseBook) -> str:
     if not isinstance(value, str):
         raise CommandError(f"pose must be a name, not {value!r}")
     name = value.strip()
+    if name in poses.gestures:
+        raise CommandError(f'{name!r} is a gesture, not a pose: send {{"gesture": "{name}"}}')
     if name not in poses:
         known = ", ".join(poses)
         raise CommandError(f"unknown pose {name[:32]!r}; known poses: {known}")
     return name
+
+
+def _named(name: Any, poses: PoseBook, transaction: str | int | None = None) -> Command:
+    """A name on the pose topic: a pose, or a gesture to play."""
+    if isinstance(name, str) and name.strip() in poses.gestures:
+        return Command(gesture=name.strip(), transaction=transaction)
+    if isinstance(name, str) and name.strip() not in poses and poses.gestures:
+        raise CommandError(
+            f"unknown pose {name.strip()[:32]!r}; known poses: {', '.join(poses)}; "
+            f"gestures: {', '.join(poses.gestures)}"
+        )
+    return Command(pose=_pose(name, poses), transaction=transaction)
+
+
+def _gesture_command(data: dict[str, Any], poses: PoseBook) -> Command:
+    extra = set(data) - {"gesture", "repeat", "transaction"}
+    if extra:
+        raise CommandError(
+            "a gesture is played on its own: give gesture, repeat and transaction only, not "
+            + ", ".join(sorted(repr(k)[:34] for k in extra))
+        )
+    name = data["gesture"]
+    if not isinstance(name, str) or name not in poses.gestures:
+        shown = name[:32] if isinstance(name, str) else name
+        raise CommandError(f"unknown gesture {shown!r}; gestures: {', '.join(poses.gestures)}")
+    repeat = data.get("repeat", 1)
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= MAX_REPEAT:
+        raise CommandError(f"repeat must be a whole number from 1 to {MAX_REPEAT}")
+    return Command(gesture=name, repeat=repeat, transaction=_transaction(data))
 
 
 def _finger_command(finger: str, text: str) -> Command:
@@ -176,7 +213,7 @@ def _pose_command(text: str, poses: PoseBook) -> Command:
     if stripped.startswith(("{", '"')):
         data = _loads(stripped)
         if isinstance(data, str):
-            return Command(pose=_pose(data, poses))
+            return _named(data, poses)
         if not isinstance(data, dict):
             raise CommandError('expected a pose name or {"pose": name}')
         transaction = _peek_transaction(data)
@@ -185,10 +222,10 @@ def _pose_command(text: str, poses: PoseBook) -> Command:
             unknown = set(data) - {"pose", "transaction"}
             if unknown or "pose" not in data:
                 raise CommandError('expected a pose name or {"pose": name}')
-            return Command(pose=_pose(data["pose"], poses), transaction=transaction)
+            return _named(data["pose"], poses, transaction)
         except CommandError as exc:
             raise CommandError(str(exc), transaction) from None
-    return Command(pose=_pose(stripped, poses))
+    return _named(stripped, poses)
 
 
 def _hand_command(text: str, poses: PoseBook) -> Command:
@@ -201,11 +238,13 @@ def _hand_command(text: str, poses: PoseBook) -> Command:
     transaction = _peek_transaction(data)
     try:
         _transaction(data)
+        if "gesture" in data:
+            return _gesture_command(data, poses)
         unknown = set(data) - set(FINGERS) - {"pose", "angles", "transaction"}
         if unknown:
             raise CommandError(
                 f"unknown field(s) {', '.join(sorted(repr(k)[:34] for k in unknown))}; "
-                "expected finger names, pose, angles or transaction"
+                "expected finger names, pose, angles, gesture or transaction"
             )
         fingers = [finger for finger in FINGERS if finger in data]
         if "angles" in data and (fingers or "pose" in data):

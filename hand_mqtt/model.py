@@ -11,11 +11,14 @@ import re
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from hand_mqtt.errors import ConfigError
+
+if TYPE_CHECKING:
+    from hand_mqtt.gestures import Gesture
 
 __all__ = [
     "BUILTIN_POSES",
@@ -26,6 +29,7 @@ __all__ = [
     "Angles",
     "ErrorReport",
     "FirmwareInfo",
+    "GestureProgress",
     "HandState",
     "PoseBook",
     "Reported",
@@ -61,6 +65,16 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class GestureProgress(_Frozen):
+    """Which gesture the arbiter is playing, and where it is (steps and rounds count from 1)."""
+
+    name: str
+    step: int = Field(ge=1)
+    steps: int = Field(ge=1)
+    round: int = Field(default=1, ge=1)
+    rounds: int = Field(default=1, ge=1)
+
+
 class HandState(_Frozen):
     """The desired state of one hand, as the arbiter publishes it (retained)."""
 
@@ -72,6 +86,8 @@ class HandState(_Frozen):
     pose: str | None = None
     version: int = Field(default=0, ge=0)
     transaction: str | int | None = None
+    gesture: GestureProgress | None = None
+    """The gesture being played, when this state is one of its steps."""
 
     @property
     def angles(self) -> Angles:
@@ -84,7 +100,8 @@ class HandState(_Frozen):
         return (
             f'{{"index":{self.index},"middle":{self.middle},"ring":{self.ring},'
             f'"pinky":{self.pinky},"thumb":{self.thumb},"pose":{json.dumps(self.pose)},'
-            f'"version":{self.version},"transaction":{json.dumps(self.transaction)}}}'
+            f'"version":{self.version},"transaction":{json.dumps(self.transaction)},'
+            f'"gesture":{self.gesture.model_dump_json() if self.gesture else "null"}}}'
         )
 
 
@@ -144,9 +161,19 @@ def angles_of(values: Iterable[int]) -> Angles:
 
 
 class PoseBook(Mapping[str, Angles]):
-    """The built-in poses plus any the user defined; read-only once made."""
+    """The built-in poses and gestures plus any the user defined; read-only once made.
 
-    def __init__(self, extra: Mapping[str, Angles] | None = None) -> None:
+    A pose and a gesture never share a name (the pose topic and Home Assistant's select take
+    either): a user's pose hides a built-in gesture of the same name.
+    """
+
+    def __init__(
+        self,
+        extra: Mapping[str, Angles] | None = None,
+        gestures: Mapping[str, Gesture] | None = None,
+    ) -> None:
+        from hand_mqtt.gestures import BUILTIN_GESTURES, check_name
+
         poses = dict(BUILTIN_POSES)
         for name, angles in (extra or {}).items():
             if not _POSE_NAME.match(name):
@@ -161,6 +188,15 @@ class PoseBook(Mapping[str, Angles]):
         self._by_angles: dict[Angles, str] = {}
         for name, angles in poses.items():
             self._by_angles.setdefault(angles, name)
+        for name in gestures or {}:
+            check_name(name)
+            if name in poses:
+                raise ConfigError(f"gesture {name!r} has the name of a pose; rename one of them")
+        self.gestures: Mapping[str, Gesture] = {
+            **{n: g for n, g in BUILTIN_GESTURES.items() if n not in poses},
+            **(gestures or {}),
+        }
+        """Every gesture the arbiter plays, by name."""
 
     def __getitem__(self, name: str) -> Angles:
         return self._poses[name]
@@ -177,7 +213,8 @@ class PoseBook(Mapping[str, Angles]):
 
     @classmethod
     def from_file(cls, path: Path) -> PoseBook:
-        """Read user poses from a TOML file with a ``[poses]`` table.
+        """Read user poses and gestures from a TOML file: a ``[poses]`` table, and
+        ``[gestures]`` (see :mod:`hand_mqtt.gestures`).
 
         Each pose is either a list of five angles or a table of finger names (missing fingers
         default to 180, open)::
@@ -186,6 +223,8 @@ class PoseBook(Mapping[str, Angles]):
             wave = [180, 90, 90, 90, 180]
             thumbs-up = { thumb = 180, index = 0, middle = 0, ring = 0, pinky = 0 }
         """
+        from hand_mqtt.gestures import parse_gestures
+
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
@@ -210,4 +249,7 @@ class PoseBook(Mapping[str, Angles]):
                 extra[name] = angles_of(angles)
             except ValueError as exc:
                 raise ConfigError(f"pose {name!r}: {exc}") from None
-        return cls(extra)
+        poses = cls(extra)
+        if "gestures" not in data:
+            return poses
+        return cls(extra, parse_gestures(data["gestures"], poses, str(path)))

@@ -105,6 +105,10 @@ class Topics:
     def bridge_poses(self) -> str:
         return f"{self.base}/{BRIDGE}/poses"
 
+    @property
+    def bridge_gestures(self) -> str:
+        return f"{self.base}/{BRIDGE}/gestures"
+
     def sync(self, client_id: str) -> str:
         """A client's own echo topic: a message to it comes back after the retained ones."""
         return f"{self.base}/{BRIDGE}/sync/{client_id}"

@@ -26,9 +26,11 @@ from hand_mqtt.clients.core import (
     ClientCore,
     Listener,
     Pending,
+    PlayWait,
     Snapshot,
     Wait,
 )
+from hand_mqtt.gestures import Gesture
 from hand_mqtt.model import ErrorReport, HandState, Reported
 from hand_mqtt.mqtt import BrokerUrl
 from hand_mqtt.topics import HandTopics, Topics
@@ -186,6 +188,11 @@ class HandClient:
         return self._core.poses
 
     @property
+    def gestures(self) -> dict[str, Gesture]:
+        """The gestures the arbiter plays (name → steps and duration)."""
+        return self._core.gestures
+
+    @property
     def errors(self) -> list[ErrorReport]:
         """The latest refusals the arbiter sent for this hand, oldest first."""
         return self._core.errors
@@ -250,6 +257,26 @@ class HandClient:
     ) -> HandState:
         """All five fingers at once, in finger order; None leaves a finger as it is."""
         return self.send(payloads.angles(values), wait=wait, timeout=timeout)
+
+    def play(
+        self,
+        name: str,
+        *,
+        repeat: int = 1,
+        wait: PlayWait = "accepted",
+        timeout: float | None = None,
+    ) -> HandState:
+        """Have the arbiter play a gesture ``repeat`` times (any later command ends it).
+
+        Returns the first step's state; with ``wait="finished"`` the state that ended the
+        gesture (and :class:`~hand_mqtt.errors.CommandError` if a command ended it first); with
+        ``wait="reported"`` that, once the device reports the hand there. The default timeout
+        adds the gesture's own length to the client's.
+        """
+        if timeout is None and wait != "accepted":
+            timeout = self._timeout(None) + self._core.play_time(name, repeat)
+        pending = self._core.submit(payloads.gesture(name, repeat), wait, gesture=name)
+        return self._wait(pending, timeout)
 
     # -- waiting ---------------------------------------------------------------------------
 

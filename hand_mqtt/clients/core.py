@@ -22,15 +22,27 @@ from typing import Any, Final, Literal
 from pydantic import ValidationError
 
 from hand_mqtt.errors import CommandError, MqttError, NoAnswerError
-from hand_mqtt.model import ErrorReport, HandState, Reported
+from hand_mqtt.gestures import Gesture, GestureStep
+from hand_mqtt.model import FINGERS, ErrorReport, HandState, Reported
 from hand_mqtt.mqtt import BrokerUrl, Message, MqttClient
 from hand_mqtt.topics import HandTopics, Topics
 
-__all__ = ["DEFAULT_TIMEOUT", "ClientCore", "Listener", "Pending", "Snapshot", "Wait"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "ClientCore",
+    "Listener",
+    "Pending",
+    "PlayWait",
+    "Snapshot",
+    "Wait",
+]
 
 Wait = Literal["accepted", "reported"]
 """How long a command call waits: for the arbiter's verdict, or until the device reports the
 hand at the new desired angles."""
+PlayWait = Literal["accepted", "finished", "reported"]
+"""How long :meth:`play` waits: for the first step, for the gesture's end, or until the device
+reports the hand where the gesture ended."""
 
 DEFAULT_TIMEOUT: Final = 5.0
 _ERRORS_KEPT: Final = 50
@@ -87,10 +99,14 @@ class Pending:
     """A command on its way: its future resolves to the new desired state or an error."""
 
     transaction: str
-    wait: Wait
+    wait: PlayWait
+    gesture: str | None = None
+    """The gesture this command plays, if it plays one."""
     future: Future[HandState] = field(default_factory=Future)
     accepted: HandState | None = None
-    """The state the arbiter answered with, once it accepted (``wait="reported"`` goes on)."""
+    """The state the arbiter answered with, once it accepted; for a gesture that was waited
+    to its end, the state that ended it."""
+    finished: bool = False
 
 
 class ClientCore:
@@ -120,6 +136,8 @@ class ClientCore:
         self._errors: list[ErrorReport] = []
         self._pending: dict[str, Pending] = {}
         self._arriving: list[Pending] = []
+        self._playing: list[Pending] = []
+        self._gestures: dict[str, Gesture] = {}
         self._listeners: list[Listener] = []
         self._close_hooks: list[Callable[[], None]] = []
         self._synced = threading.Event()
@@ -159,9 +177,10 @@ class ClientCore:
         """Disconnect; every command still waiting fails with :class:`MqttError`."""
         with self._lock:
             self._closed = True
-            waiting = [*self._pending.values(), *self._arriving]
+            waiting = [*self._pending.values(), *self._arriving, *self._playing]
             self._pending.clear()
             self._arriving.clear()
+            self._playing.clear()
         for pending in waiting:
             _fail(pending.future, MqttError("the client was closed before the answer came"))
         self.mqtt.stop()
@@ -186,6 +205,7 @@ class ClientCore:
         self.mqtt.subscribe(t.error, self._on_error)
         self.mqtt.subscribe(self.topics.bridge_state, self._on_bridge)
         self.mqtt.subscribe(self.topics.bridge_poses, self._on_poses)
+        self.mqtt.subscribe(self.topics.bridge_gestures, self._on_gestures)
         # Our own message comes back after the retained ones: then the snapshot is complete.
         sync_topic = self.topics.sync(self.mqtt.client_id)
         self.mqtt.subscribe(sync_topic, lambda _m: self._synced.set())
@@ -202,6 +222,12 @@ class ClientCore:
         """The poses the arbiter announced (name → five angles)."""
         with self._lock:
             return dict(self._poses)
+
+    @property
+    def gestures(self) -> dict[str, Gesture]:
+        """The gestures the arbiter plays, by name."""
+        with self._lock:
+            return dict(self._gestures)
 
     @property
     def errors(self) -> list[ErrorReport]:
@@ -230,13 +256,20 @@ class ClientCore:
 
     # -- commands --------------------------------------------------------------------------
 
-    def submit(self, command: Mapping[str, Any], wait: Wait = "accepted") -> Pending:
-        """Publish a whole-hand command; the returned future says how it ended."""
-        if wait not in ("accepted", "reported"):
-            raise ValueError(f'wait must be "accepted" or "reported", not {wait!r}')
+    def submit(
+        self, command: Mapping[str, Any], wait: PlayWait = "accepted", gesture: str | None = None
+    ) -> Pending:
+        """Publish a whole-hand command; the returned future says how it ended.
+
+        ``gesture`` names the gesture the command plays: then ``wait="finished"`` waits for its
+        end, and ``wait="reported"`` for the device to report the hand where it ended.
+        """
+        allowed = ("accepted", "finished", "reported") if gesture else ("accepted", "reported")
+        if wait not in allowed:
+            raise ValueError(f"wait must be one of {', '.join(map(repr, allowed))}, not {wait!r}")
         if self._closed:
             raise MqttError("this client was closed")
-        pending = Pending(uuid.uuid4().hex[:16], wait)
+        pending = Pending(uuid.uuid4().hex[:16], wait, gesture)
         payload = json.dumps({**command, "transaction": pending.transaction})
         pending.future.add_done_callback(lambda _f: self._forget(pending))
         with self._lock:
@@ -244,12 +277,23 @@ class ClientCore:
         self.mqtt.publish(self.hand_topics.set, payload, qos=1)
         return pending
 
+    def play_time(self, gesture: str, repeat: int) -> float:
+        """Seconds the arbiter takes to play ``gesture`` ``repeat`` times (0 if unknown)."""
+        with self._lock:
+            known = self._gestures.get(gesture)
+        return known.duration_ms * repeat / 1000.0 if known is not None else 0.0
+
     def no_answer(self, pending: Pending, timeout: float) -> NoAnswerError:
         """The error for a command whose future did not resolve within ``timeout``."""
         if pending.accepted is None:
             return NoAnswerError(
                 f"no answer from the arbiter within {timeout:g} s (is 'hand-mqtt arbiter' "
                 f"running for {self.hand_topics.root}?)"
+            )
+        if pending.gesture is not None and not pending.finished:
+            return NoAnswerError(
+                f"the gesture {pending.gesture!r} started at version {pending.accepted.version} "
+                f"but had not finished after {timeout:g} s"
             )
         snap = self.snapshot()
         why = (
@@ -270,6 +314,8 @@ class ClientCore:
                 del self._pending[pending.transaction]
             if pending in self._arriving:
                 self._arriving.remove(pending)
+            if pending in self._playing:
+                self._playing.remove(pending)
 
     # -- handlers (network thread) ---------------------------------------------------------
 
@@ -307,6 +353,38 @@ class ClientCore:
             self._arriving.remove(pending)
         return decided
 
+    def _settle_plays(self, state: HandState) -> list[tuple[Pending, HandState | Exception]]:
+        """Under the lock: the gestures waited for that ``state`` finishes or interrupts."""
+        decided: list[tuple[Pending, HandState | Exception]] = []
+        for pending in list(self._playing):
+            first = pending.accepted
+            assert first is not None
+            ours = state.transaction == pending.transaction
+            if ours and state.gesture is not None and state.version >= first.version:
+                continue  # a step (or the same state once more, after a reconnect)
+            self._playing.remove(pending)
+            progress = first.gesture
+            length = progress.steps * progress.rounds if progress is not None else 1
+            if ours and state.gesture is None and state.version == first.version + length:
+                pending.finished = True
+                pending.accepted = state
+                if pending.wait == "finished":
+                    decided.append((pending, state))
+                else:
+                    self._arriving.append(pending)
+                continue
+            decided.append(
+                (
+                    pending,
+                    CommandError(
+                        f"the gesture {pending.gesture!r} was ended by another command "
+                        f"(version {state.version}) before it finished",
+                        pending.transaction,
+                    ),
+                )
+            )
+        return decided
+
     def _on_state(self, message: Message) -> None:
         try:
             state = HandState.model_validate_json(message.payload)
@@ -319,12 +397,14 @@ class ClientCore:
                 if state.transaction is not None
                 else None
             )
-            if pending is not None and pending.wait == "reported":
+            decided = self._settle_plays(state)
+            if pending is not None and pending.wait != "accepted":
                 pending.accepted = state
-                self._arriving.append(pending)
-                decided = self._settle_arrivals()
-            else:
-                decided = []
+                if pending.gesture is not None:
+                    self._playing.append(pending)
+                else:
+                    self._arriving.append(pending)
+            decided += self._settle_arrivals()
             snapshot = Snapshot(self._desired, self._reported, self._device, self._arbiter)
         if pending is not None and pending.wait == "accepted":
             _resolve(pending.future, state)
@@ -373,6 +453,23 @@ class ClientCore:
             snapshot = Snapshot(self._desired, self._reported, self._device, self._arbiter)
         self._tell(snapshot)
 
+    def _on_gestures(self, message: Message) -> None:
+        try:
+            announced = json.loads(message.payload)
+        except ValueError:
+            return
+        if not isinstance(announced, dict):
+            return
+        gestures = {
+            str(name): gesture
+            for name, data in announced.items()
+            if (gesture := _gesture_from(str(name), data)) is not None
+        }
+        with self._lock:
+            self._gestures = gestures
+            snapshot = Snapshot(self._desired, self._reported, self._device, self._arbiter)
+        self._tell(snapshot)
+
     def _on_poses(self, message: Message) -> None:
         try:
             poses = json.loads(message.payload)
@@ -388,6 +485,31 @@ class ClientCore:
             }
             snapshot = Snapshot(self._desired, self._reported, self._device, self._arbiter)
         self._tell(snapshot)
+
+
+def _gesture_from(name: str, data: Any) -> Gesture | None:
+    """A gesture as ``bridge/gestures`` announces it, or None if it does not read as one."""
+    if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
+        return None
+    steps: list[GestureStep] = []
+    for step in data["steps"]:
+        try:
+            angles = tuple(step["angles"])
+            if len(angles) != len(FINGERS) or not all(
+                a is None or isinstance(a, int) for a in angles
+            ):
+                return None
+            steps.append(
+                GestureStep(
+                    angles,
+                    int(step["move_ms"]),
+                    int(step["hold_ms"]),
+                    step.get("pose") if isinstance(step.get("pose"), str) else None,
+                )
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+    return Gesture(name, tuple(steps)) if steps else None
 
 
 def _resolve(future: Future[HandState], state: HandState) -> None:

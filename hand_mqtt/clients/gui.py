@@ -79,6 +79,7 @@ class _News:
     snapshot: Snapshot
     poses: dict[str, tuple[int, ...]]
     last_error: ErrorReport | None
+    gestures: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,7 @@ class HandWindow:
         self._snapshot: Snapshot | None = None
         self._last_error: ErrorReport | None = None
         self._pose_names: list[str] = []
+        self._gesture_names: list[str] = []
         self._pending = 0
         self.live_plot: plot.LivePlot | None = None
         self.plot_available = allow_plot and plot.available()
@@ -234,6 +236,10 @@ class HandWindow:
         self.poses_frame = ttk.Frame(frame)
         self.poses_frame.grid(row=0, column=0, sticky="w")
         self.pose_buttons: dict[str, ttk.Button] = {}
+        self.gestures_frame = ttk.Frame(frame)
+        self.gestures_frame.grid(row=1, column=0, sticky="w", pady=(4, 0))
+        ttk.Label(self.gestures_frame, text="Gestures:").grid(row=0, column=0, padx=(2, 6))
+        self.gesture_buttons: dict[str, ttk.Button] = {}
         self.plot_button = ttk.Button(
             frame,
             text="Show 3D view" if self.plot_available else "3D view needs matplotlib",
@@ -272,6 +278,20 @@ class HandWindow:
             button.grid(row=i // 5, column=i % 5, padx=2, pady=2, sticky="w")
             self.pose_buttons[name] = button
 
+    def _set_gestures(self, names: Sequence[str]) -> None:
+        if list(names) == self._gesture_names:
+            return
+        self._gesture_names = list(names)
+        for button in self.gesture_buttons.values():
+            button.destroy()
+        self.gesture_buttons = {}
+        for i, name in enumerate(names):
+            button = ttk.Button(
+                self.gestures_frame, text=name, width=9, command=self._gesturer(name)
+            )
+            button.grid(row=i // 4, column=1 + i % 4, padx=2, pady=2, sticky="w")
+            self.gesture_buttons[name] = button
+
     # -- commands (Tk thread starts them, the worker runs them) ----------------------------
 
     def _setter(self, finger: str, angle: int) -> Callable[[], None]:
@@ -296,6 +316,14 @@ class HandWindow:
         def command() -> None:
             self.run_command(
                 f"pose {name}", lambda: self.client.pose(name, timeout=self.command_timeout)
+            )
+
+        return command
+
+    def _gesturer(self, name: str) -> Callable[[], None]:
+        def command() -> None:
+            self.run_command(
+                f"gesture {name}", lambda: self.client.play(name, timeout=self.command_timeout)
             )
 
         return command
@@ -349,7 +377,12 @@ class HandWindow:
 
     def _news(self, snapshot: Snapshot) -> _News:
         errors = self.client.errors
-        return _News(snapshot, dict(self.client.poses), errors[-1] if errors else None)
+        return _News(
+            snapshot,
+            dict(self.client.poses),
+            errors[-1] if errors else None,
+            tuple(self.client.gestures),
+        )
 
     def _on_snapshot(self, snapshot: Snapshot) -> None:
         if not self._closed:
@@ -411,11 +444,20 @@ class HandWindow:
             self._draw_bar(finger, want, have)
         if snap.desired is not None:
             moving = " · moving" if snap.reported is not None and snap.reported.moving else ""
+            gesture = snap.desired.gesture
+            playing = (
+                f" · playing {gesture.name} step {gesture.step}/{gesture.steps}"
+                + (f" round {gesture.round}/{gesture.rounds}" if gesture.rounds > 1 else "")
+                if gesture is not None
+                else ""
+            )
             self.pose_label.configure(
-                text=f"Pose: {snap.desired.pose or '—'} · version {snap.desired.version}{moving}"
+                text=f"Pose: {snap.desired.pose or '—'} · version {snap.desired.version}"
+                f"{playing}{moving}"
             )
         names = list(BUILTIN_POSES) + [p for p in news.poses if p not in BUILTIN_POSES]
         self._set_poses(names)
+        self._set_gestures(news.gestures)
         if self._connected is not False:
             self._show_availability(snap)
         if news.last_error is not None and news.last_error != self._last_error:

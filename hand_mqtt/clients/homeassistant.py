@@ -5,8 +5,9 @@ retained configs under ``<prefix>/<component>/<object_id>/config``:
 
 - one ``number`` per finger (0-180 °, slider), commanding ``<base>/<hand>/<finger>/set`` and
   following the retained ``<base>/<hand>/<finger>``;
-- one ``select`` of the poses, commanding ``<base>/<hand>/pose/set`` and following the ``pose``
-  of ``<base>/<hand>/state`` (``None``, i.e. unknown, when the angles match no pose).
+- one ``select`` of the poses and gestures, commanding ``<base>/<hand>/pose/set`` (where a
+  gesture's name plays it) and following ``<base>/<hand>/state``: the gesture while one plays,
+  else the ``pose`` (``None``, i.e. unknown, when the angles match no pose).
 
 Every entity is available only when the arbiter (``<base>/bridge/state``), the device service
 (``<base>/<hand>/availability``) and its serial link (``link`` in ``<base>/<hand>/reported``)
@@ -32,7 +33,7 @@ from hand_mqtt.model import FINGERS, PoseBook
 from hand_mqtt.mqtt import Message, MqttClient
 from hand_mqtt.topics import HandTopics, Topics
 
-__all__ = ["DEFAULT_PREFIX", "Discovery", "discovery_configs", "object_id"]
+__all__ = ["DEFAULT_PREFIX", "Discovery", "discovery_configs", "object_id", "select_options"]
 
 logger = logging.getLogger("hand_mqtt")
 
@@ -41,7 +42,10 @@ ONLINE: Final = "online"
 OFFLINE: Final = "offline"
 
 LINK_TEMPLATE: Final = "{{ 'online' if value_json.link == 'up' else 'offline' }}"
-POSE_TEMPLATE: Final = "{{ value_json.pose if value_json.pose else 'None' }}"
+POSE_TEMPLATE: Final = (
+    "{{ value_json.gesture.name if value_json.gesture "
+    "else (value_json.pose if value_json.pose else 'None') }}"
+)
 ANGLE_COMMAND_TEMPLATE: Final = "{{ value | int }}"
 
 
@@ -69,6 +73,14 @@ def _availability(topics: Topics, hand: HandTopics) -> list[dict[str, str]]:
             "payload_not_available": OFFLINE,
         },
     ]
+
+
+def select_options(poses: Iterable[str]) -> list[str]:
+    """The pose select's options: the poses, then (from a :class:`PoseBook`) the gestures."""
+    names = list(poses)
+    if isinstance(poses, PoseBook):
+        names += [name for name in poses.gestures if name not in names]
+    return names
 
 
 def discovery_configs(
@@ -120,7 +132,7 @@ def discovery_configs(
         "command_topic": t.pose_set,
         "state_topic": t.state,
         "value_template": POSE_TEMPLATE,
-        "options": list(poses),
+        "options": select_options(poses),
         **common,
     }
     return configs
@@ -148,7 +160,7 @@ class Discovery:
         self.client = client
         self.topics = topics or Topics()
         self.prefix = prefix.rstrip("/")
-        self.poses = list(poses if poses is not None else PoseBook())
+        self.poses = select_options(poses if poses is not None else PoseBook())
         self._hands = hands
         self._announced: set[str] = set()
         self._lock = threading.Lock()

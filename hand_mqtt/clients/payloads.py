@@ -13,7 +13,7 @@ from typing import Any
 from hand_mqtt.errors import CommandError
 from hand_mqtt.model import FINGERS
 
-__all__ = ["angles", "finger_name", "fingers", "nudge", "pose"]
+__all__ = ["angles", "finger_name", "fingers", "gesture", "nudge", "pose"]
 
 Payload = dict[str, Any]
 
@@ -47,3 +47,7 @@ def angles(values: Sequence[int | None]) -> Payload:
             f"give five angles ({', '.join(FINGERS)}), each 0 to 180 or None; got {len(listed)}"
         )
     return {"angles": listed}
+
+
+def gesture(name: str, repeat: int) -> Payload:
+    return {"gesture": name} if repeat == 1 else {"gesture": name, "repeat": repeat}

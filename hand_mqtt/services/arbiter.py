@@ -5,22 +5,28 @@ and publishes the result as retained topics: a JSON ``state`` with a version tha
 for every accepted command, and one plain angle per finger. A rejected command is answered on
 the hand's ``error`` topic. On its first connection it restores each hand from the retained
 ``state`` (an open hand when there is none).
+
+Gestures are played here too, by the one writer: a :class:`GesturePlayer` keeps time on its own
+thread and calls back for each step, which is applied and published like a command's result.
+Every handler and every step runs under one lock, so they never interleave.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Callable, Sequence
+from typing import Concatenate, Final, ParamSpec, TypeVar
 
 from pydantic import ValidationError
 
-from hand_mqtt.commands import parse_command
+from hand_mqtt.commands import Command, parse_command
 from hand_mqtt.errors import CommandError
-from hand_mqtt.model import FINGERS, ErrorReport, HandState, PoseBook
+from hand_mqtt.model import FINGERS, Angles, ErrorReport, GestureProgress, HandState, PoseBook
 from hand_mqtt.mqtt import Message, MqttClient, Will
+from hand_mqtt.services.player import GesturePlayer, Playing
 from hand_mqtt.topics import BRIDGE, CommandTopic, HandTopics, Topics
 
 __all__ = ["Arbiter"]
@@ -30,6 +36,23 @@ logger = logging.getLogger("hand_mqtt")
 ONLINE: Final = b"online"
 OFFLINE: Final = b"offline"
 _ERROR_PAYLOAD_CHARS: Final = 200
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _serialised(
+    method: Callable[Concatenate[Arbiter, _P], _R],
+) -> Callable[Concatenate[Arbiter, _P], _R]:
+    """Run a handler under the arbiter's lock: the network thread and the gesture timer take
+    turns, so states are made and published in one order."""
+
+    @functools.wraps(method)
+    def run(self: Arbiter, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return run
 
 
 class Arbiter:
@@ -60,6 +83,9 @@ class Arbiter:
         self._sync_topic = self.topics.sync(client.client_id)
         self.accepted = 0
         self.rejected = 0
+        self._lock = threading.RLock()
+        self._playing: dict[str, Playing] = {}
+        self._player = GesturePlayer(self._next_step)
         client.set_will(Will(self.topics.bridge_state, OFFLINE))
 
     # -- life cycle ----------------------------------------------------------------------
@@ -84,7 +110,8 @@ class Arbiter:
         return self._restored.wait(timeout)
 
     def stop(self) -> None:
-        """Say ``offline`` on the bridge topic and disconnect."""
+        """Say ``offline`` on the bridge topic and disconnect; a gesture stops where it is."""
+        self._player.close()
         if self.client.connected:
             try:
                 self.client.publish(self.topics.bridge_state, OFFLINE, retain=True, wait=2.0)
@@ -102,10 +129,13 @@ class Arbiter:
 
     # -- handlers (network thread) ---------------------------------------------------------
 
+    @_serialised
     def _on_connect(self) -> None:
         self.client.publish(self.topics.bridge_state, ONLINE, retain=True)
         poses = {name: list(angles) for name, angles in self.poses.items()}
         self.client.publish(self.topics.bridge_poses, json.dumps(poses), retain=True)
+        gestures = {name: gesture.to_dict() for name, gesture in self.poses.gestures.items()}
+        self.client.publish(self.topics.bridge_gestures, json.dumps(gestures), retain=True)
         if self._restoring:
             # Our own message comes back after the retained states the broker had queued.
             self.client.publish(self._sync_topic, b"sync", qos=1)
@@ -113,6 +143,7 @@ class Arbiter:
         for hand in list(self._states):
             self._publish_state(hand, previous=None)
 
+    @_serialised
     def _on_sync(self, _message: Message) -> None:
         if not self._restoring:
             return
@@ -146,11 +177,13 @@ class Arbiter:
         if self._fixed is None and len(self._states) >= self.max_hands:
             return
         self._hand_topics.setdefault(hand, self.topics.hand(hand))
+        # A gesture that was playing when the arbiter stopped is not resumed.
         self._states[hand] = restored.model_copy(
-            update={"pose": self.poses.name_of(restored.angles)}
+            update={"pose": self.poses.name_of(restored.angles), "gesture": None}
         )
         logger.info("arbiter: restored %s at version %d", hand, restored.version)
 
+    @_serialised
     def _on_command(self, message: Message) -> None:
         target = self.topics.parse_command(message.topic)
         if target is None:
@@ -172,10 +205,68 @@ class Arbiter:
         except CommandError as exc:
             self._reject(target.hand, message, str(exc), exc.transaction)
             return
+        self.accepted += 1
+        if command.gesture is not None:
+            self._play(target.hand, command)
+            return
+        self._end_gesture(target.hand)  # any other command ends a gesture at once
         current = self._states.get(target.hand) or self.state(target.hand)
-        angles = command.apply(current.angles, self.poses)
-        # model_construct: every angle was checked by the command parser already.
-        new = HandState.model_construct(
+        self._commit(target.hand, command.apply(current.angles, self.poses), command.transaction)
+
+    # -- gestures --------------------------------------------------------------------------
+
+    def _play(self, hand: str, command: Command) -> None:
+        assert command.gesture is not None
+        self._end_gesture(hand)
+        playing = Playing(
+            hand, self.poses.gestures[command.gesture], command.repeat, command.transaction
+        )
+        self._playing[hand] = playing
+        self._show_step(playing)
+        self._player.schedule(playing)
+
+    def _end_gesture(self, hand: str) -> None:
+        playing = self._playing.pop(hand, None)
+        if playing is not None:
+            playing.ended = True
+            logger.info("arbiter: %s ended the gesture %s early", hand, playing.gesture.name)
+
+    def _next_step(self, playing: Playing) -> None:
+        """The gesture timer: the next step of ``playing`` is due (gesture thread)."""
+        with self._lock:
+            if playing.ended or self._playing.get(playing.hand) is not playing:
+                return
+            playing.position += 1
+            if playing.position < playing.length:
+                self._show_step(playing)
+                self._player.schedule(playing)
+                return
+            # Played to the end: the same angles once more, saying no gesture is playing.
+            playing.ended = True
+            del self._playing[playing.hand]
+            self._commit(playing.hand, self.state(playing.hand).angles, playing.transaction)
+
+    def _show_step(self, playing: Playing) -> None:
+        current = self.state(playing.hand).angles
+        angles = tuple(
+            now if wanted is None else wanted
+            for wanted, now in zip(playing.step.angles, current, strict=True)
+        )
+        self._commit(playing.hand, angles, playing.transaction, playing.progress)  # type: ignore[arg-type]
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _commit(
+        self,
+        hand: str,
+        angles: Angles,
+        transaction: str | int | None,
+        gesture: GestureProgress | None = None,
+    ) -> None:
+        """Make ``angles`` the hand's next desired state and publish it."""
+        current = self._states.get(hand) or self.state(hand)
+        # model_construct: every angle was checked by the command parser or the poses file.
+        self._states[hand] = HandState.model_construct(
             index=angles[0],
             middle=angles[1],
             ring=angles[2],
@@ -183,13 +274,10 @@ class Arbiter:
             thumb=angles[4],
             pose=self.poses.name_of(angles),
             version=current.version + 1,
-            transaction=command.transaction,
+            transaction=transaction,
+            gesture=gesture,
         )
-        self._states[target.hand] = new
-        self.accepted += 1
-        self._publish_state(target.hand, previous=current)
-
-    # -- helpers ---------------------------------------------------------------------------
+        self._publish_state(hand, previous=current)
 
     def _topics_for(self, target: CommandTopic, message: Message) -> HandTopics | None:
         topics = self._hand_topics.get(target.hand)

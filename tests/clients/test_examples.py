@@ -51,7 +51,7 @@ def _run(system: System, name: str, *args: str) -> str:
 
 
 def test_every_example_is_tested() -> None:
-    tested = {"hello_hand.py", "async_hand.py", "follow_changes.py"}
+    tested = {"hello_hand.py", "async_hand.py", "follow_changes.py", "gestures.py"}
     assert {path.name for path in EXAMPLES.glob("*.py")} == tested
 
 
@@ -69,33 +69,47 @@ def test_async_hand(system: System) -> None:
     system.wait_hand((180, 180, 0, 0, 0))
 
 
+def test_gestures(system: System) -> None:
+    out = _run(system, "gestures.py").splitlines()
+    assert out[0] == "gestures: count, wave"
+    assert out[1:7] == [
+        "step 1 of 5: (180, 180, 180, 180, 180)",
+        "step 2 of 5: (90, 90, 90, 90, 180)",
+        "step 3 of 5: (180, 180, 180, 180, 180)",
+        "step 4 of 5: (90, 90, 90, 90, 180)",
+        "step 5 of 5: (180, 180, 180, 180, 180)",
+        "finished at (180, 180, 180, 180, 180)",
+    ]
+    assert out[7] == "count ended by a pose: peace None"
+    assert out[8] == "count finished, reported (180, 180, 180, 180, 180)"
+
+
 def test_follow_changes(system: System) -> None:
-    follower = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, str(EXAMPLES / "follow_changes.py"), "4"],
         env=_env(system),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert follower.stdout is not None
-        assert follower.stdout.readline().startswith("following ")
-        sender = system.client("sender")
-        sender.publish(system.hand_topics.set, b'{"pose": "unknown"}')
-        deadline = time.monotonic() + 30
-        poses = ("fist", "open")
-        sent = 0
-        # Keep the hand moving until the follower has seen its four changes and exits.
-        while follower.poll() is None and time.monotonic() < deadline:
-            sender.publish(system.hand_topics.pose_set, poses[sent % 2].encode())
-            sent += 1
-            time.sleep(0.05)
-        sender.stop()
-        out, err = follower.communicate(timeout=10)
-    finally:
-        if follower.poll() is None:
-            follower.kill()
-            follower.wait()
+    ) as follower:
+        try:
+            assert follower.stdout is not None
+            assert follower.stdout.readline().startswith("following ")
+            sender = system.client("sender")
+            sender.publish(system.hand_topics.set, b'{"pose": "unknown"}')
+            deadline = time.monotonic() + 30
+            poses = ("fist", "open")
+            sent = 0
+            # Keep the hand moving until the follower has seen its four changes and exits.
+            while follower.poll() is None and time.monotonic() < deadline:
+                sender.publish(system.hand_topics.pose_set, poses[sent % 2].encode())
+                sent += 1
+                time.sleep(0.05)
+            sender.stop()
+            out, err = follower.communicate(timeout=10)
+        finally:
+            if follower.poll() is None:
+                follower.kill()
     assert follower.returncode == 0, err
     lines = out.splitlines()
     assert len(lines) == 4

@@ -232,6 +232,26 @@ def test_finger_and_pose_buttons_drive_the_hand(ui: Ui) -> None:
         assert window.desired_labels[finger].cget("text") == str(angle)
 
 
+def test_gesture_buttons_play_the_arbiters_gestures(ui: Ui) -> None:
+    window = ui.window
+    # The arbiter's user pose "wave" hides the built-in gesture of that name.
+    ui.pump(lambda: list(window.gesture_buttons) == ["count"], what="the arbiter's gestures")
+    window.pose_buttons["fist"].invoke()
+    ui.hand_at(BUILTIN_POSES["fist"])
+    ui.click(window.gesture_buttons["count"])
+    ui.shows(window.pose_label, "playing count step 2/6")
+    ui.shows(window.message, "Done: gesture count")
+    ui.pump(
+        lambda: (
+            str(window.pose_label.cget("text")).startswith("Pose: open")
+            and "playing" not in str(window.pose_label.cget("text"))
+        ),
+        20,
+        "the end of the gesture",
+    )
+    ui.hand_at(BUILTIN_POSES["open"])
+
+
 def test_window_follows_another_client(ui: Ui) -> None:
     window = ui.window
     angles = (180, 150, 20, 0, 60)

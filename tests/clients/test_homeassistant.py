@@ -124,8 +124,11 @@ def test_discovery_payloads_are_exact_and_retained(
         "default_entity_id": f"select.{base}_hand1_pose",
         "command_topic": f"{root}/pose/set",
         "state_topic": f"{root}/state",
-        "value_template": "{{ value_json.pose if value_json.pose else 'None' }}",
-        "options": list(BUILTIN_POSES),
+        "value_template": (
+            "{{ value_json.gesture.name if value_json.gesture "
+            "else (value_json.pose if value_json.pose else 'None') }}"
+        ),
+        "options": [*BUILTIN_POSES, "count", "wave"],
         **common,
     }
     assert discovery_configs(system.topics, "hand1", PoseBook(), prefix=prefix) == expected
@@ -163,6 +166,33 @@ def test_advertised_command_topics_move_the_hand(
         system.wait_hand(BUILTIN_POSES["rockstar"])
         wait_until(
             lambda: (watcher.last_json(select["state_topic"]) or {}).get("pose") == "rockstar"
+        )
+    finally:
+        client.stop()
+        watcher.close()
+
+
+def test_the_pose_select_plays_gestures(system: System, discovery: Discovery, prefix: str) -> None:
+    recorder, seen = _configs(system.url, prefix)
+    recorder.close()
+    select = seen[f"{prefix}/select/{system.topics.base}_hand1_pose/config"]
+    assert select["options"][-2:] == ["count", "wave"]
+    watcher = Recorder(system.url, select["state_topic"])
+    client = system.client("home-assistant")
+    try:
+        client.publish(select["command_topic"], "wave")
+        # While it plays the state names the gesture (what the template shows), then the pose.
+        wait_until(
+            lambda: any(
+                (json.loads(m.payload).get("gesture") or {}).get("name") == "wave"
+                for m in watcher.on(select["state_topic"])
+            )
+        )
+        wait_until(
+            lambda: (
+                (watcher.last_json(select["state_topic"]) or {}).get("gesture") is None
+                and watcher.last_json(select["state_topic"]).get("pose") == "open"
+            )
         )
     finally:
         client.stop()

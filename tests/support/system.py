@@ -16,6 +16,7 @@ from hand_mqtt import (
     HandState,
     Message,
     MqttClient,
+    PoseBook,
     PtyHand,
     Reported,
     Topics,
@@ -75,6 +76,7 @@ class System:
         *,
         hand: str = "hand1",
         settings: DeviceSettings | None = None,
+        poses: PoseBook | None = None,
     ) -> None:
         self.url = url
         self.topics = topics
@@ -86,6 +88,7 @@ class System:
             backoff_max=0.5,
             firmware=DeviceConfig(failsafe_timeout_ms=0),
         )
+        self.poses = poses
         self.sim = PtyHand()
         self.arbiter: Arbiter | None = None
         self.device: DeviceService | None = None
@@ -99,7 +102,10 @@ class System:
 
     def start_arbiter(self) -> Arbiter:
         self.arbiter = Arbiter(
-            MqttClient(self.url, name="arbiter"), topics=self.topics, hands=[self.hand_name]
+            MqttClient(self.url, name="arbiter"),
+            topics=self.topics,
+            hands=[self.hand_name],
+            poses=self.poses,
         )
         self.arbiter.start()
         assert self.arbiter.wait_ready(10), "arbiter did not become ready"
