@@ -78,6 +78,14 @@ def test_retained_topics_follow_every_command(system: System) -> None:
     recorder = Recorder(system.url, f"{t.root}/#", system.topics.bridge_state)
     try:
         wait_until(lambda: recorder.on(t.state) and recorder.on(t.reported), 5)
+        # The firmware takes the targets before the device service publishes their report.
+        wait_until(
+            lambda: (
+                Reported.model_validate_json(recorder.on(t.reported)[-1].payload).angles
+                == BUILTIN_POSES["rockstar"]
+            ),
+            5,
+        )
         state = HandState.model_validate_json(recorder.on(t.state)[-1].payload)
         assert state.angles == BUILTIN_POSES["rockstar"]
         assert state.pose == "rockstar"
