@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "check.h"
+#include "config.h"
 #include "controller.h"
 #include "protocol.h"
 #include "vectors.h"
@@ -42,12 +43,13 @@ std::vector<Bytes> parse(proto::Parser &parser, const Bytes &input) {
     return frames;
 }
 
-// What the sketch does after 50 ms of silence.
-std::vector<Bytes> expire(proto::Parser &parser) {
+// What the sketch does after 50 ms of silence; counts the sync bytes it drops.
+std::vector<Bytes> expire(proto::Parser &parser, long *drops = nullptr) {
     std::vector<Bytes> frames;
     proto::Frame f;
     while (parser.pending()) {
         parser.drop_head();
+        if (drops) ++*drops;
         while (parser.next(f)) frames.push_back(wire(f));
     }
     return frames;
@@ -189,6 +191,30 @@ void test_stream_vectors() {
         }
         CHECK_EQ(parser.bad_crc, v.bad_crc);
         CHECK_EQ(parser.bad_length, v.bad_length);
+    }
+}
+
+// The shared vectors of the 50 ms rule: feed each chunk, then let its silence pass as the
+// sketch's loop does (HAND_STALE_FRAME_MS).
+void test_stale_vectors() {
+    for (size_t i = 0; i < vectors::stale_count; ++i) {
+        const vectors::StaleCase &v = vectors::stale[i];
+        check_context = v.name;
+        proto::Parser parser;
+        std::vector<Bytes> got;
+        long drops = 0;
+        for (size_t k = 0; k < v.chunk_count; ++k) {
+            for (const Bytes &f : parse(parser, bytes_of(v.chunks[k].input))) got.push_back(f);
+            if (v.chunks[k].silence_ms >= HAND_STALE_FRAME_MS) {
+                for (const Bytes &f : expire(parser, &drops)) got.push_back(f);
+            }
+        }
+        CHECK_EQ(got.size(), v.frame_count);
+        for (size_t k = 0; k < got.size() && k < v.frame_count; ++k) {
+            CHECK(got[k] == bytes_of(v.frames[k]));
+        }
+        CHECK_EQ(drops, v.stale_drops);
+        CHECK_EQ(parser.pending(), v.pending != 0);
     }
 }
 
@@ -423,10 +449,11 @@ int main() {
     test_request_vectors();
     test_pulse_vectors();
     test_stream_vectors();
+    test_stale_vectors();
     test_stale_partial_frame();
     test_behaviour();
-    printf("vectors: %zu crc, %zu frames, %zu requests, %zu pulses, %zu streams\n",
+    printf("vectors: %zu crc, %zu frames, %zu requests, %zu pulses, %zu streams, %zu stale\n",
            vectors::crc_count, vectors::frames_count, vectors::requests_count,
-           vectors::pulses_count, vectors::streams_count);
+           vectors::pulses_count, vectors::streams_count, vectors::stale_count);
     return check_report("conformance");
 }

@@ -120,6 +120,32 @@ def generate(vectors: dict[str, Any]) -> str:
             f"{integer(entry, 'bad_crc', where)}, {integer(entry, 'bad_length', where)}}},"
         )
 
+    stale_rows = []
+    for i, entry in enumerate(vectors.get("stale", [])):
+        where = f"stale[{i}] ({entry.get('name')})"
+        chunks = entry.get("chunks")
+        frames = entry.get("frames", [])
+        if not isinstance(chunks, list) or not chunks:
+            raise VectorError(f"{where}: 'chunks' must be a non-empty list")
+        if not isinstance(frames, list):
+            raise VectorError(f"{where}: 'frames' must be a list")
+        chunk_name, frames_name = f"stale_chunks_{i}", f"stale_frames_{i}"
+        chunk_items = ", ".join(
+            f"{{{em.blob(parse_hex(c.get('hex'), f'{where} chunk {k}'))}, "
+            f"{integer(c, 'silence_ms', f'{where} chunk {k}')}}}"
+            for k, c in enumerate(chunks)
+        )
+        frame_items = ", ".join(
+            em.blob(parse_hex(f, f"{where} frame {k}")) for k, f in enumerate(frames)
+        )
+        body.append(f"static const StaleChunk {chunk_name}[] = {{{chunk_items}}};")
+        body.append(f"static const Bytes {frames_name}[] = {{{frame_items or '{nullptr, 0}'}}};")
+        stale_rows.append(
+            f"    {{{c_string(str(entry.get('name', i)))}, {chunk_name}, {len(chunks)}, "
+            f"{frames_name}, {len(frames)}, {integer(entry, 'stale_drops', where)}, "
+            f"{integer(entry, 'pending', where)}}},"
+        )
+
     out = [
         "// Generated from protocol/vectors.json by firmware/test/gen_vectors.py. Do not edit.",
         "#ifndef HAND_TEST_VECTORS_H",
@@ -142,6 +168,11 @@ def generate(vectors: dict[str, Any]) -> str:
         "    const char *name; Bytes input; const Bytes *frames; size_t frame_count;",
         "    long bad_crc; long bad_length;",
         "};",
+        "struct StaleChunk { Bytes input; unsigned long silence_ms; };",
+        "struct StaleCase {",
+        "    const char *name; const StaleChunk *chunks; size_t chunk_count;",
+        "    const Bytes *frames; size_t frame_count; long stale_drops; long pending;",
+        "};",
         "",
     ]
     for data, name in em.arrays.items():
@@ -154,6 +185,7 @@ def generate(vectors: dict[str, Any]) -> str:
         ("RequestCase requests", request_rows),
         ("PulseCase pulses", pulse_rows),
         ("StreamCase streams", stream_rows),
+        ("StaleCase stale", stale_rows),
     ):
         type_name, var = kind.split()
         out.append(f"static const {type_name} {var}[] = {{")

@@ -28,9 +28,9 @@ _log = logging.getLogger("hand_mqtt")
 
 FIRMWARE_VERSION: Final = (2, 0, 0)
 """The version the simulated firmware reports in HELLO."""
-STALE_FRAME_S: Final = 0.050
+STALE_FRAME_S: Final = p.STALE_FRAME_S
 """After this much silence an incomplete frame's sync byte is dropped and what followed it is
-scanned again (as after a bad LEN or CRC)."""
+scanned again (as after a bad LEN or CRC); the frame decoder applies the rule."""
 _EPSILON_S: Final = 1e-6  # clock jitter tolerance: 0.1 s measured as 0.0999999 still counts
 _ALL_FINGERS: Final = (1 << p.FINGER_COUNT) - 1
 _POWER_ON_TARGETS: Final = (90, 90, 90, 90, 90)
@@ -78,7 +78,6 @@ class SimulatedFirmware:
     def _power_on(self, now: float) -> None:
         self._bad_before_boot += self._decoder.bad_crc + self._decoder.bad_length
         self._decoder.reset()
-        self._rx_tail = b""
         self._targets: tuple[int, int, int, int, int] = _POWER_ON_TARGETS
         self._positions: list[float] = [float(a) for a in self._targets]
         self._config = p.DeviceConfig()
@@ -92,7 +91,6 @@ class SimulatedFirmware:
         self._told_moving = False
         self._last_valid = now
         self._last_motion = now
-        self._last_rx = now
 
     @property
     def targets(self) -> tuple[int, int, int, int, int]:
@@ -203,11 +201,7 @@ class SimulatedFirmware:
             now = self._clock()
             out = bytearray(self._tick(now))
             if data:
-                self._last_rx = now
-                # The decoder only ever holds a suffix of the stream (shorter than a frame):
-                # keep that much, so a stale partial frame can be rescanned.
-                self._rx_tail = (self._rx_tail + bytes(data))[-p.MAX_FRAME :]
-                for frame in self._decoder.feed(data):
+                for frame in self._decoder.feed(data, now):
                     out += self._handle(frame, now)
             return bytes(out)
 
@@ -224,9 +218,7 @@ class SimulatedFirmware:
 
     def _tick(self, now: float) -> bytes:
         self._advance(now)
-        out = b""
-        if self._decoder.pending and now - self._last_rx >= STALE_FRAME_S - _EPSILON_S:
-            out += self._drop_stale(now)
+        out = self._drop_stale(now)
         timeout_ms = self._config.failsafe_timeout_ms
         if (
             timeout_ms
@@ -239,22 +231,19 @@ class SimulatedFirmware:
         return out
 
     def _drop_stale(self, now: float) -> bytes:
-        """Give up on the incomplete frame held back: drop its sync byte and scan what followed.
+        """The 50 ms rule: give up on an incomplete frame nothing was added to for 50 ms.
 
         As after a bad LEN or CRC, scanning resumes right after the offending sync byte, so a
-        complete frame that arrived behind it is still found (and answered). Every byte held is
-        stale, so this repeats until nothing is held.
+        complete frame that arrived behind it is still found (and answered).
         """
-        self.stale_discards += 1
+        if not self._decoder.pending:
+            return b""
+        dropped = self._decoder.stale_drops
         out = bytearray()
-        held = self._rx_tail[len(self._rx_tail) - self._decoder.pending :]
-        while held:
-            self._decoder.discard()
-            held = held[1:]
-            for frame in self._decoder.feed(held):
-                out += self._handle(frame, now)
-            held = held[len(held) - self._decoder.pending :] if self._decoder.pending else b""
-        self._rx_tail = b""
+        for frame in self._decoder.expire(now):
+            out += self._handle(frame, now)
+        if self._decoder.stale_drops != dropped:
+            self.stale_discards += 1
         return bytes(out)
 
     def _fire_failsafe(self) -> bytes:

@@ -38,6 +38,7 @@ __all__ = [
     "MAX_PULSE_US",
     "MIN_PULSE_US",
     "PROTOCOL_VERSION",
+    "STALE_FRAME_S",
     "STATUS_FAILSAFE",
     "STATUS_MOVING",
     "SYNC",
@@ -103,6 +104,10 @@ MAX_PULSE_US: Final = 2600
 """The longest servo pulse a CALIBRATE may set, in microseconds."""
 MAX_MOVE_MS: Final = 0xFFFF
 """The longest timed move a MOVE can ask for, in milliseconds."""
+STALE_FRAME_S: Final = 0.050
+"""After this much silence in the middle of a frame, its sync byte is dropped and the bytes
+after it are scanned again (as after a bad LEN or CRC). Both sides follow this rule."""
+_STALE_EPSILON_S: Final = 1e-6  # clock jitter: 50 ms measured as 49.999999 ms still counts
 
 STATUS_FAILSAFE: Final = 0x01
 """Status flag: the failsafe has acted and no SET_ALL/SET_SOME has arrived since."""
@@ -307,9 +312,23 @@ class FrameDecoder:
     followed by LEN > 16, or a whole frame with a bad CRC, is dropped and scanning resumes at
     the byte right after that sync byte. It never raises, runs in linear time and keeps at most
     one incomplete frame (< :data:`MAX_FRAME` bytes) between calls.
+
+    The 50 ms rule needs a clock: give :meth:`feed` the time the bytes arrived and call
+    :meth:`expire` when :attr:`stale_at` has passed. An incomplete frame that has waited
+    :data:`STALE_FRAME_S` since the last byte loses its sync byte, and the bytes after it are
+    scanned again, so a lost byte cannot wedge the parser and a frame held behind a false start
+    is still found.
     """
 
-    __slots__ = ("_bad_crc", "_bad_length", "_buffer", "_frames", "_skipped")
+    __slots__ = (
+        "_bad_crc",
+        "_bad_length",
+        "_buffer",
+        "_frames",
+        "_last_byte",
+        "_skipped",
+        "_stale",
+    )
 
     def __init__(self) -> None:
         self._buffer = bytearray()
@@ -317,6 +336,8 @@ class FrameDecoder:
         self._bad_length = 0
         self._skipped = 0
         self._frames = 0
+        self._stale = 0
+        self._last_byte = 0.0
 
     @property
     def bad_crc(self) -> int:
@@ -339,14 +360,24 @@ class FrameDecoder:
         return self._frames
 
     @property
+    def stale_drops(self) -> int:
+        """Sync bytes dropped because their frame went stale (the 50 ms rule)."""
+        return self._stale
+
+    @property
     def pending(self) -> int:
         """Bytes held back as the start of a frame not complete yet."""
         return len(self._buffer)
 
+    @property
+    def stale_at(self) -> float | None:
+        """When the incomplete frame held back goes stale (None when nothing is held)."""
+        return self._last_byte + STALE_FRAME_S if self._buffer else None
+
     def reset(self) -> None:
         """Forget any partial frame and zero every counter."""
         self._buffer.clear()
-        self._bad_crc = self._bad_length = self._skipped = self._frames = 0
+        self._bad_crc = self._bad_length = self._skipped = self._frames = self._stale = 0
 
     def discard(self) -> int:
         """Drop a partial frame (counted as skipped), keeping the counters; return its size."""
@@ -355,8 +386,35 @@ class FrameDecoder:
         self._buffer.clear()
         return dropped
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
-        """Consume ``data`` and return the frames completed by it, in order."""
+    def feed(self, data: bytes | bytearray | memoryview, now: float | None = None) -> list[Frame]:
+        """Consume ``data`` (received at ``now``, for the 50 ms rule) and return the frames
+        completed by it, in order."""
+        if now is not None and data:
+            self._last_byte = now
+        return self._scan(data)
+
+    def expire(self, now: float) -> list[Frame]:
+        """Apply the 50 ms rule at ``now``: if the incomplete frame held back has had no byte
+        for :data:`STALE_FRAME_S`, drop it as :meth:`drop_stale` does. Returns the frames found
+        behind it (usually none)."""
+        stale_at = self.stale_at
+        if stale_at is None or now < stale_at - _STALE_EPSILON_S:
+            return []
+        return self.drop_stale()
+
+    def drop_stale(self) -> list[Frame]:
+        """Give up on the incomplete frame held back: drop its sync byte and scan what followed,
+        repeating until nothing is held (every byte held is as old as the last one). Returns
+        the complete frames found on the way."""
+        frames: list[Frame] = []
+        while self._buffer:
+            del self._buffer[0]
+            self._skipped += 1
+            self._stale += 1
+            frames += self._scan(b"")
+        return frames
+
+    def _scan(self, data: bytes | bytearray | memoryview) -> list[Frame]:
         buf = self._buffer
         buf += data
         frames: list[Frame] = []

@@ -32,7 +32,9 @@ def test_host_conformance_and_fuzz(tmp_path: Path) -> None:
     assert re.search(r"conformance: all \d+ checks passed", output), output[-4000:]
     assert re.search(r"fuzz: all \d+ checks passed", output), output[-4000:]
     vectors = re.search(
-        r"vectors: (\d+) crc, (\d+) frames, (\d+) requests, (\d+) pulses, (\d+) streams", output
+        r"vectors: (\d+) crc, (\d+) frames, (\d+) requests, (\d+) pulses, (\d+) streams, "
+        r"(\d+) stale",
+        output,
     )
     assert vectors is not None
     assert all(int(count) > 0 for count in vectors.groups())

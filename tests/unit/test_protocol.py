@@ -135,6 +135,8 @@ def test_vectors_are_lowercase_spaced_hex() -> None:
         texts += [case["hex"], case["reply_hex"]]
     for case in VECTORS["streams"]:
         texts += [case["hex"], *case["frames"]]
+    for case in VECTORS["stale"]:
+        texts += [chunk["hex"] for chunk in case["chunks"]] + case["frames"]
     for text in texts:
         assert text == text.lower()
         assert text == "" or all(len(b) == 2 for b in text.split(" "))
@@ -210,6 +212,55 @@ def test_decoder_reset_and_discard() -> None:
         0,
     )
     assert decoder.pending == 0
+
+
+# -- Decoder: the 50 ms rule ---------------------------------------------------------------------
+
+
+def feed_with_silences(
+    chunks: list[dict[str, Any]], split: int | None = None
+) -> tuple[list[p.Frame], p.FrameDecoder]:
+    """Feed each chunk at its time (optionally byte by byte), then let its silence pass."""
+    decoder = p.FrameDecoder()
+    frames: list[p.Frame] = []
+    now = 100.0
+    for chunk in chunks:
+        data = unhex(chunk["hex"])
+        step = split or max(1, len(data))
+        for start in range(0, len(data), step):
+            frames += decoder.expire(now)
+            frames += decoder.feed(data[start : start + step], now)
+            now += 0.0001  # a byte's time at 115200 baud, roughly
+        now += chunk["silence_ms"] / 1000.0
+        frames += decoder.expire(now)
+    return frames, decoder
+
+
+@pytest.mark.parametrize("split", [None, 1], ids=["chunks", "bytes"])
+@pytest.mark.parametrize("case", VECTORS["stale"], ids=lambda c: c["name"])
+def test_stale_vectors(case: dict[str, Any], split: int | None) -> None:
+    frames, decoder = feed_with_silences(case["chunks"], split)
+    assert [f.encode().hex(" ") for f in frames] == case["frames"]
+    assert decoder.stale_drops == case["stale_drops"]
+    assert decoder.pending == case["pending"]
+    fed = sum(len(unhex(chunk["hex"])) for chunk in case["chunks"])
+    used = sum(len(unhex(f)) for f in case["frames"])
+    assert used + decoder.skipped_bytes + decoder.pending == fed
+
+
+def test_stale_at_follows_the_last_byte() -> None:
+    decoder = p.FrameDecoder()
+    assert decoder.stale_at is None
+    assert decoder.feed(b"\xa5\x05\x01", 10.0) == []
+    assert decoder.stale_at == pytest.approx(10.0 + p.STALE_FRAME_S)
+    assert decoder.feed(b"\x01", 10.03) == []
+    assert decoder.stale_at == pytest.approx(10.03 + p.STALE_FRAME_S)
+    assert decoder.expire(10.079) == []
+    assert decoder.pending == 4
+    assert decoder.expire(10.08) == []
+    assert decoder.pending == 0
+    assert decoder.stale_at is None
+    assert decoder.stale_drops == 1
 
 
 def test_decoder_buffer_stays_bounded() -> None:
