@@ -25,6 +25,8 @@ from hand_mqtt.errors import (
     ProtocolError,
 )
 from hand_mqtt.gestures import Gesture, GestureStep
+from hand_mqtt.hardware.driver import HandDriver, HandInfo
+from hand_mqtt.hardware.framed import FramedDriver
 from hand_mqtt.hardware.link import SerialLink
 from hand_mqtt.model import (
     BUILTIN_POSES,
@@ -87,10 +89,13 @@ __all__ = [
     "FingerChange",
     "FirmwareError",
     "FirmwareInfo",
+    "FramedDriver",
     "Gesture",
     "GestureProgress",
     "GestureStep",
     "HandClient",
+    "HandDriver",
+    "HandInfo",
     "HandMqttError",
     "HandState",
     "HandTopics",

@@ -6,7 +6,7 @@ HandMqttError
  ├── CommandError        a command payload was rejected (carries the human sentence)
  ├── ProtocolError       a serial frame is well-formed but its content is not
  ├── LinkError           the serial port could not be opened, read or written
- │    └── HandshakeError the firmware did not answer the hello request
+ │    └── HandshakeError the firmware did not answer the handshake, or is not what we drive
  ├── MqttError           the broker could not be reached or refused us
  │    └── NoAnswerError  nothing confirmed or rejected a command in time
  ├── DeviceBusyError     another device service already owns the hand
@@ -64,7 +64,7 @@ class LinkError(HandMqttError):
 
 
 class HandshakeError(LinkError):
-    """The firmware did not answer the hello request."""
+    """The firmware did not answer the handshake, or is not what the hand driver drives."""
 
 
 class MqttError(HandMqttError):

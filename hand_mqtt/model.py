@@ -124,9 +124,12 @@ class Reported(_Frozen):
     thumb: Angle | None = None
     link: Literal["up", "down"] = "down"
     version: int | None = None
-    """The desired-state version these angles answer, when they came from a state push."""
+    """The desired-state version whose five angles are exactly these (None when the hand was
+    never asked for them: a failsafe's safe pose, angles the firmware changed)."""
     failsafe: bool = False
     moving: bool = False
+    mismatch: bool = False
+    """The firmware confirmed other angles than it was sent (it clamps them, or is broken)."""
     firmware: FirmwareInfo | None = None
     serial: str | None = None
     owner: str | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import sys
 import threading
@@ -262,10 +263,11 @@ def device(
 ) -> None:
     """Run the device service for one hand on a serial port."""
     setup_logging(verbose, service=True)
-    from hand_mqtt.hardware.link import SerialLink
-
     with handle_errors():
-        settings = _device_settings(_poses(poses), failsafe_timeout, failsafe, safe_pose, speed)
+        settings = dataclasses.replace(
+            _device_settings(_poses(poses), failsafe_timeout, failsafe, safe_pose, speed),
+            baudrate=baudrate,
+        )
         service = DeviceService(
             MqttClient(broker_url(broker, ca_file), name="device"),
             serial,
@@ -273,7 +275,6 @@ def device(
             hand=validate_hand_name(hand),
             settings=settings,
             takeover=takeover,
-            link_factory=lambda url: SerialLink(url, baudrate=baudrate),
         )
     with StopSignals() as signals:
         with handle_errors():

@@ -205,6 +205,13 @@ class SimulatedFirmware:
                     out += self._handle(frame, now)
             return bytes(out)
 
+    def fire_failsafe(self) -> bytes:
+        """Act now as if the host had been silent for the failsafe timeout, configured or not:
+        hold or move to the safe pose, and return the FAILSAFE frame to send to the host."""
+        with self._lock:
+            self._advance(self._clock())
+            return self._fire_failsafe()
+
     def poll(self) -> bytes:
         """Let time pass: motion, stale-frame discard, failsafe.
 

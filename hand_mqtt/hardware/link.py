@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
+import time
 from typing import Any
 
 import serial
@@ -24,7 +26,12 @@ DEFAULT_BAUDRATE = 115200
 
 
 class SerialLink:
-    """One serial connection; every failure is raised as :class:`LinkError`."""
+    """One serial connection; every failure is raised as :class:`LinkError`.
+
+    The port is opened non-blocking: :meth:`read_available` never waits, and a thread that
+    owns the link waits for input on :meth:`fileno` together with anything else it waits for
+    (the device service's link thread also waits for news from MQTT that way).
+    """
 
     def __init__(
         self, url: str, *, baudrate: int = DEFAULT_BAUDRATE, read_timeout: float = 0.05
@@ -44,7 +51,7 @@ class SerialLink:
         self.close()
         options: dict[str, Any] = {
             "baudrate": self.baudrate,
-            "timeout": self.read_timeout,
+            "timeout": 0,  # reads never wait: whoever owns the link waits on fileno()
             "write_timeout": 2.0,
         }
         if "://" not in self.url:
@@ -80,18 +87,72 @@ class SerialLink:
                 port.close()
             _close_socket_of(port, sock)
 
-    def read(self) -> bytes:
-        """Whatever has arrived, waiting at most ``read_timeout`` for the first byte."""
+    def fileno(self) -> int | None:
+        """A descriptor that turns readable when bytes arrive, for ``select``/``poll``.
+
+        None when the port has none (``rfc2217://``, ``loop://``): poll :meth:`read_available`
+        then. Valid until the link is closed or reopened.
+        """
+        port = self._port
+        if port is None:
+            return None
+        fd = getattr(port, "fd", None)  # a tty or pty
+        if isinstance(fd, int):
+            return fd
+        sock = getattr(port, "_socket", None)  # socket://
+        if sock is not None:
+            with contextlib.suppress(OSError, ValueError):
+                number = sock.fileno()
+                return number if isinstance(number, int) and number >= 0 else None
+        return None
+
+    def read_available(self) -> bytes:
+        """Whatever has arrived, without waiting (``b""`` when nothing has)."""
         port = self._require()
+        if self._fd is not None:
+            data = self._read_fd(self._fd)
+            if data:
+                return data
+            # A tty read gives b"" both when nothing is there and when the device is gone;
+            # a descriptor that says it is readable yet gives nothing is gone.
+            try:
+                readable, _, _ = select.select([self._fd], [], [], 0)
+            except (OSError, ValueError) as exc:
+                raise LinkError(f"reading {self.url} failed: {_reason(exc)}") from None
+            if not readable:
+                return b""
+            data = self._read_fd(self._fd)
+            if not data:
+                raise LinkError(f"reading {self.url} failed: the device was disconnected")
+            return data
         try:
-            waiting = port.in_waiting
-            data: bytes = port.read(waiting or 1)
-            if data and port.in_waiting:
-                data += port.read(port.in_waiting)
+            return bytes(port.read(4096))
         except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
             # TypeError/AttributeError: pyserial's socket handler after the peer vanished.
             raise LinkError(f"reading {self.url} failed: {_reason(exc)}") from None
-        return data
+
+    def _read_fd(self, fd: int) -> bytes:
+        try:
+            return os.read(fd, 4096)
+        except (BlockingIOError, InterruptedError):
+            return b""
+        except OSError as exc:
+            raise LinkError(f"reading {self.url} failed: {_reason(exc)}") from None
+
+    def read(self) -> bytes:
+        """Whatever has arrived, waiting at most ``read_timeout`` for the first byte."""
+        self._require()
+        fd = self.fileno()
+        if fd is not None:
+            with contextlib.suppress(OSError, ValueError):
+                select.select([fd], [], [], self.read_timeout)
+            return self.read_available()
+        deadline = time.monotonic() + self.read_timeout
+        while True:
+            data = self.read_available()
+            if data or time.monotonic() >= deadline:
+                return data
+            time.sleep(0.005)
 
     def write(self, data: bytes) -> None:
         port = self._require()

@@ -37,6 +37,7 @@ from hand_mqtt import (
 )
 from hand_mqtt.devtools.emulator import EmulatedHand, Pulse, angle_to_pulse_us
 from hand_mqtt.devtools.firmware import BuildResult
+from hand_mqtt.hardware.framed import FramedDriver
 from hand_mqtt.hardware.link import SerialLink
 from hand_mqtt.hardware.protocol import DeviceConfig
 from tests.behaviour.wire import line_noise
@@ -176,7 +177,7 @@ def plain(mosquitto_broker: MosquittoProcess, topics: Topics) -> Iterator[PlainC
 
 @pytest.fixture
 def links() -> list[NoisyLink]:
-    """Every link the device service opened, latest last."""
+    """The device service's link."""
     return []
 
 
@@ -192,18 +193,14 @@ def device(
     # No failsafe, hence no heartbeats: the line is quiet between commands, so injected noise
     # never lands in the middle of one of the service's frames.
     settings = DeviceSettings(ack_timeout=0.25, firmware=DeviceConfig(failsafe_timeout_ms=0))
-
-    def open_link(serial_url: str) -> NoisyLink:
-        links.append(NoisyLink(serial_url))
-        return links[-1]
-
+    links.append(NoisyLink(hand.path))
     service = DeviceService(
         MqttClient(url, name="device"),
         hand.path,
         topics=topics,
         hand="hand1",
         settings=settings,
-        link_factory=open_link,
+        driver=FramedDriver(links[-1], config=settings.firmware, ack_timeout=0.25),
     )
     service.start()
     try:
@@ -289,7 +286,9 @@ def test_garbage_on_the_line_moves_no_servo(
     t = topics.hand("hand1")
     angles = command(plain, hand, arbiter, t.set, json.dumps({"angles": [30, 60, 90, 120, 150]}))
     (link,) = links
-    acks, sent = device.acks, device.frames_sent
+    driver = device.driver
+    assert isinstance(driver, FramedDriver)
+    acks, sent = driver.acks, driver.frames_sent
     for seed in (1, 2, 3):
         mark = now_emulated(hand)
         link.inject(line_noise(seed))
@@ -299,11 +298,11 @@ def test_garbage_on_the_line_moves_no_servo(
             widths = widths_since(pulses, finger, mark)
             assert len(widths) >= 10, finger
             assert not off_by(widths, angle), (seed, finger, off_by(widths, angle))
-        assert (device.acks, device.frames_sent) == (acks, sent), "the firmware answered noise"
+        assert (driver.acks, driver.frames_sent) == (acks, sent), "the firmware answered noise"
         assert device.link_up
         # Between bursts of noise, commands still get through.
         angles = command(plain, hand, arbiter, t.finger_set("thumb"), str(150 - 10 * seed))
-        acks, sent = device.acks, device.frames_sent
+        acks, sent = driver.acks, driver.frames_sent
     assert plain.last()["link"] == "up"
     assert plain.last()["thumb"] == 120
 

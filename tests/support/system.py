@@ -19,9 +19,10 @@ from hand_mqtt import (
     PoseBook,
     PtyHand,
     Reported,
+    SimulatedFirmware,
     Topics,
 )
-from hand_mqtt.hardware.protocol import DeviceConfig
+from hand_mqtt.hardware.protocol import DeviceConfig, Frame
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
@@ -77,6 +78,8 @@ class System:
         hand: str = "hand1",
         settings: DeviceSettings | None = None,
         poses: PoseBook | None = None,
+        firmware: SimulatedFirmware | None = None,
+        on_frame: Callable[[Frame], None] | None = None,
     ) -> None:
         self.url = url
         self.topics = topics
@@ -89,7 +92,7 @@ class System:
             firmware=DeviceConfig(failsafe_timeout_ms=0),
         )
         self.poses = poses
-        self.sim = PtyHand()
+        self.sim = PtyHand(firmware=firmware, on_frame=on_frame)
         self.arbiter: Arbiter | None = None
         self.device: DeviceService | None = None
 

@@ -1,0 +1,354 @@
+"""The device service's link thread: the one owner of the hand driver and of ``reported``.
+
+Exactly one thread touches the driver, so exactly one thread writes the serial port. Other
+threads (the MQTT network thread above all) hand it news through a mailbox and never wait for
+the port: :meth:`DeviceLink.want` leaves the latest desired state (latest wins) and
+:meth:`DeviceLink.republish` asks for ``reported`` again. Each rings a doorbell, a pipe the
+link thread waits on together with the port, so a new state is on the wire as soon as the
+thread is scheduled, not at its next poll.
+
+The link thread is also the only one that builds ``reported`` from what the driver confirmed,
+and publishes it through the callback it was given. A version in ``reported`` always names a
+desired state whose five angles are exactly the confirmed ones: angles the hand was never sent
+(a failsafe's safe pose, a firmware that clamps) are reported with no version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import select
+import threading
+import time
+from collections.abc import Callable
+from typing import Final
+
+from hand_mqtt.errors import LinkError
+from hand_mqtt.hardware.driver import Confirmed, HandDriver, HandInfo, Target
+from hand_mqtt.model import FINGERS, Angles, HandState, Reported
+
+__all__ = ["DeviceLink"]
+
+logger = logging.getLogger("hand_mqtt")
+
+_POLL_S: Final = 0.01
+"""How often a port without a descriptor (rfc2217://, loop://) is looked at."""
+_VERSIONS_KEPT: Final = 64
+"""Desired states remembered between two confirmations (a handful in practice)."""
+
+
+class _Stopping(LinkError):
+    """The link thread is asked to stop: unwinds a driver's wait."""
+
+
+class _Mailbox:
+    """The latest desired state and a republish request, with a doorbell the owner can wait on.
+
+    ``post`` and ``ask_republish`` are cheap and never block on I/O: the lock guards two
+    fields, and the doorbell is a byte written to a non-blocking pipe, only when none is
+    already waiting to be noticed.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state: HandState | None = None
+        self._republish = False
+        self._rung = False
+        self.read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self._write_fd, False)
+
+    def post(self, state: HandState) -> None:
+        with self._lock:
+            self._state = state
+            ring, self._rung = not self._rung, True
+        if ring:
+            self._ring()
+
+    def ask_republish(self) -> None:
+        with self._lock:
+            self._republish = True
+            ring, self._rung = not self._rung, True
+        if ring:
+            self._ring()
+
+    def ring(self) -> None:
+        """Wake the owner without news (it is stopping)."""
+        with self._lock:
+            self._rung = True
+        self._ring()
+
+    def take(self, *, state: bool = True) -> tuple[HandState | None, bool]:
+        """The owner: the latest state (left in place when ``state`` is false) and whether a
+        republish was asked for, both cleared."""
+        # Drain first, then clear the flag: a post in between either finds the flag still set
+        # (and its state is taken below) or rings again.
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            os.read(self.read_fd, 4096)  # a byte per ring, and few rings between two takes
+        with self._lock:
+            taken = self._state if state else None
+            if state:
+                self._state = None
+            republish, self._republish = self._republish, False
+            self._rung = False
+        return taken, republish
+
+    def _ring(self) -> None:
+        with contextlib.suppress(BlockingIOError, InterruptedError, OSError):
+            os.write(self._write_fd, b"\0")
+
+    def close(self) -> None:
+        for fd in (self.read_fd, self._write_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class DeviceLink:
+    """Runs a hand driver on a thread of its own and keeps ``reported`` from what it confirms.
+
+    ``publish`` is called on the link thread with every new ``reported`` (never while a lock
+    is held); it must not block for long.
+    """
+
+    def __init__(
+        self,
+        driver: HandDriver,
+        *,
+        initial: Reported,
+        publish: Callable[[Reported], None],
+        backoff_initial: float = 0.2,
+        backoff_max: float = 5.0,
+    ) -> None:
+        self.driver = driver
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self._publish_callback = publish
+        self._reported = initial
+        self._mail = _Mailbox()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._poller = select.poll()
+        self._polled_fd: int | None = None
+        self._up = False
+        self._desired: HandState | None = None
+        self._versions: dict[Angles, int] = {}
+        self._version: int | None = None
+        self._seen: tuple[Confirmed, HandInfo | None, HandState | None, bool] | None = None
+
+    # -- any thread ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._poller.register(self._mail.read_fd, select.POLLIN)
+        self._thread = threading.Thread(target=self._run, name="hand-mqtt-link", daemon=True)
+        self._thread.start()
+
+    def step_down(self) -> None:
+        """Stop driving and publishing, without waiting (safe on the MQTT network thread)."""
+        self._stopping.set()
+        self._mail.ring()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread and close the port; returns when both are done (or ``timeout``)."""
+        self.step_down()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                logger.warning("device: the link thread did not stop in %.0f s", timeout)
+                return
+        self._mail.close()
+
+    def want(self, state: HandState) -> None:
+        """The latest desired state; replaces any the link thread has not taken yet."""
+        self._mail.post(state)
+
+    def republish(self) -> None:
+        """Ask the link thread to publish ``reported`` again (after a reconnect)."""
+        self._mail.ask_republish()
+
+    @property
+    def link_up(self) -> bool:
+        """Whether the firmware has answered the handshake and the link works."""
+        return self._up
+
+    @property
+    def reported(self) -> Reported:
+        """The latest ``reported`` (replaced, never changed in place, by the link thread)."""
+        return self._reported
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and not self._stopping.is_set()
+
+    # -- the link thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = self.backoff_initial
+        driver = self.driver
+        while not self._stopping.is_set():
+            try:
+                driver.open(self._wait)
+                logger.info("device: opened %s", driver.url)
+                if self._take_mail():  # so the handshake ends by sending the latest state
+                    self._publish(self._reported)
+                driver.handshake()
+                self._up = True
+                backoff = self.backoff_initial
+                self._refresh()
+                self._serve()
+            except _Stopping:
+                pass
+            except LinkError as exc:
+                if not self._stopping.is_set():
+                    logger.warning("device: %s; trying again in %.1f s", exc, backoff)
+            except Exception:  # a driver's bug must not leave the hand without a link thread
+                logger.exception("device: the driver failed; trying again in %.1f s", backoff)
+            finally:
+                driver.close()
+                self._link_down()
+            if self._stopping.is_set():
+                break
+            self._sleep(backoff)
+            backoff = min(backoff * 2, self.backoff_max)
+
+    def _serve(self) -> None:
+        driver = self.driver
+        while True:
+            republish = self._take_mail()
+            driver.service()
+            self._refresh(force=republish)
+            self._poll(driver.deadline - time.monotonic())
+
+    def _take_mail(self) -> bool:
+        """Hand the latest desired state to the driver; True when a republish was asked for."""
+        state, republish = self._mail.take()
+        if state is not None:
+            self._take(state)
+        return republish
+
+    def _take(self, state: HandState) -> None:
+        # The arbiter is the only writer and MQTT keeps its order: the latest one wins, even
+        # with a lower version (an arbiter that started afresh counts from 0).
+        self._desired = state
+        angles = state.angles
+        versions = self._versions
+        versions.pop(angles, None)
+        versions[angles] = state.version
+        if len(versions) > _VERSIONS_KEPT:
+            del versions[next(iter(versions))]
+        self.driver.apply(Target(angles))
+
+    def _wait(self, timeout: float) -> None:
+        """A driver's wait (inside a handshake): input on the port or mail, at most
+        ``timeout`` seconds. A new state stays in the mailbox for :meth:`_serve`; a republish
+        request is served at once."""
+        if self._poll(timeout):
+            _state, republish = self._mail.take(state=False)
+            if republish:
+                self._publish(self._reported)
+
+    def _poll(self, timeout: float) -> bool:
+        """Wait for input on the port or mail, at most ``timeout`` seconds; True when mail
+        came. Raises :class:`_Stopping` when the link is stopping."""
+        if self._stopping.is_set():
+            raise _Stopping("stopping")
+        fd = self.driver.fileno()
+        if fd != self._polled_fd:
+            self._forget_polled_fd()
+            if fd is not None:
+                self._poller.register(fd, select.POLLIN | select.POLLPRI)
+            self._polled_fd = fd
+        if fd is None:
+            timeout = min(timeout, _POLL_S)
+        timeout_ms = None if timeout == math.inf else max(0, math.ceil(timeout * 1000))
+        events = self._poller.poll(timeout_ms)
+        if self._stopping.is_set():
+            raise _Stopping("stopping")
+        return any(ready == self._mail.read_fd for ready, _ in events)
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait before reopening; serve republish requests meanwhile."""
+        until = time.monotonic() + seconds
+        while not self._stopping.is_set():
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            events = self._poller.poll(max(1, round(left * 1000)))
+            if events:
+                _state, republish = self._mail.take(state=False)
+                if republish:
+                    self._publish(self._reported)
+
+    def _link_down(self) -> None:
+        self._forget_polled_fd()
+        if not self._up:
+            return
+        self._up = False
+        self._refresh()
+
+    def _forget_polled_fd(self) -> None:
+        if self._polled_fd is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._poller.unregister(self._polled_fd)
+            self._polled_fd = None
+
+    def _refresh(self, *, force: bool = False) -> None:
+        """Rebuild ``reported`` from what the driver confirmed; publish it when it changed."""
+        driver = self.driver
+        confirmed, info, desired, up = driver.confirmed, driver.info, self._desired, self._up
+        seen = self._seen
+        if not force and seen == (confirmed, info, desired, up):
+            return
+        self._seen = (confirmed, info, desired, up)
+        if not up:
+            # The last confirmed angles stay: as far as anyone can tell the hand still has them.
+            self._update({"link": "down"}, force=force)
+            return
+        angles = confirmed.angles
+        new_confirmation = seen is None or seen[0] != confirmed
+        if angles is not None and desired is not None and desired.angles == angles:
+            self._version = desired.version
+        elif new_confirmation:
+            if confirmed.failsafe:
+                # The failsafe acted: the hand holds the state it had, or it moved to a pose
+                # nobody asked for.
+                held = seen is not None and seen[0].angles == angles
+                self._version = self._version if held else None
+            else:
+                # The newest state handed to the driver with exactly these angles, if any
+                # (none when the firmware changed them).
+                self._version = self._versions.get(angles) if angles is not None else None
+        if new_confirmation:
+            # From now on only states handed over after this confirmation can be confirmed.
+            self._versions.clear()
+            if desired is not None:
+                self._versions[desired.angles] = desired.version
+        changes: dict[str, object] = dict(
+            zip(FINGERS, angles if angles is not None else (None,) * len(FINGERS), strict=True)
+        )
+        changes.update(
+            link="up",
+            version=self._version,
+            failsafe=confirmed.failsafe,
+            moving=confirmed.moving,
+            mismatch=confirmed.mismatch,
+        )
+        if info is not None:
+            changes["firmware"] = info.firmware
+        self._update(changes, force=force)
+
+    def _update(self, changes: dict[str, object], *, force: bool) -> None:
+        reported = self._reported.model_copy(update=changes)
+        if force or reported != self._reported:
+            self._reported = reported
+            self._publish(reported)
+
+    def _publish(self, reported: Reported) -> None:
+        if self._stopping.is_set():
+            return  # stopping or stepped down: the final word is not the link thread's
+        try:
+            self._publish_callback(reported)
+        except Exception:
+            logger.exception("device: could not publish reported")
