@@ -152,15 +152,15 @@ class DeviceService:
                 self.topics.root,
                 current.owner if current else "another service",
             )
-        self.client.on_connect(self._on_reconnect)
-        # QoS 0 on purpose: the retained state is the truth and the newest one always wins,
-        # so a lost intermediate state costs nothing, and each hop saves a PUBACK.
-        self.client.subscribe(self.topics.state, self._on_state, qos=0)
         # Before the link thread runs, this thread is the only one that publishes reported.
         self.client.publish(self.topics.availability, ONLINE, retain=True)
         self._publish_reported(self._link.reported)
         self._serving.set()
         self._link.start()
+        self.client.on_connect(self._on_reconnect)
+        # QoS 0 on purpose: the retained state is the truth and the newest one always wins,
+        # so a lost intermediate state costs nothing, and each hop saves a PUBACK.
+        self.client.subscribe(self.topics.state, self._on_state, qos=0)
 
     def stop(self) -> None:
         """Stop driving the hand, say ``offline`` and disconnect."""
@@ -174,6 +174,7 @@ class DeviceService:
             except Exception:
                 logger.warning("device: could not publish offline before stopping")
         self.client.stop()
+        self._link.close()  # no handler can post to it any more
 
     @property
     def link_up(self) -> bool:

@@ -46,9 +46,11 @@ class _Stopping(LinkError):
 class _Mailbox:
     """The latest desired state and a republish request, with a doorbell the owner can wait on.
 
-    ``post`` and ``ask_republish`` are cheap and never block on I/O: the lock guards two
-    fields, and the doorbell is a byte written to a non-blocking pipe, only when none is
-    already waiting to be noticed.
+    ``post`` and ``ask_republish`` are cheap and never block: a lock guards a few fields, and
+    the doorbell is a byte written to a non-blocking pipe (after the lock is released, so the
+    owner it wakes never waits for the poster) only when none is waiting to be noticed. The
+    pipe exists between :meth:`open` and :meth:`close`; news posted outside that time is kept,
+    and nobody is woken.
     """
 
     def __init__(self) -> None:
@@ -56,53 +58,78 @@ class _Mailbox:
         self._state: HandState | None = None
         self._republish = False
         self._rung = False
-        self.read_fd, self._write_fd = os.pipe()
-        os.set_blocking(self.read_fd, False)
-        os.set_blocking(self._write_fd, False)
+        self._unread = 0  # the owner's only
+        self.read_fd = -1
+        self._write_fd = -1
+
+    def open(self) -> None:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        with self._lock:
+            self.read_fd, self._write_fd = read_fd, write_fd
+            self._rung = False
+        self._unread = 0
+
+    def close(self) -> None:
+        """Close the pipe; only once no other thread can post any more."""
+        with self._lock:
+            fds, self.read_fd, self._write_fd = (self.read_fd, self._write_fd), -1, -1
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
 
     def post(self, state: HandState) -> None:
         with self._lock:
             self._state = state
-            ring, self._rung = not self._rung, True
-        if ring:
-            self._ring()
+            fd = self._claim_ring()
+        self._ring(fd)
 
     def ask_republish(self) -> None:
         with self._lock:
             self._republish = True
-            ring, self._rung = not self._rung, True
-        if ring:
-            self._ring()
+            fd = self._claim_ring()
+        self._ring(fd)
 
     def ring(self) -> None:
         """Wake the owner without news (it is stopping)."""
         with self._lock:
-            self._rung = True
-        self._ring()
+            fd = self._claim_ring()
+        self._ring(fd)
 
     def take(self, *, state: bool = True) -> tuple[HandState | None, bool]:
         """The owner: the latest state (left in place when ``state`` is false) and whether a
-        republish was asked for, both cleared."""
-        # Drain first, then clear the flag: a post in between either finds the flag still set
-        # (and its state is taken below) or rings again.
-        with contextlib.suppress(BlockingIOError, InterruptedError):
-            os.read(self.read_fd, 4096)  # a byte per ring, and few rings between two takes
+        republish was asked for, both cleared. Call :meth:`drain` before waiting again."""
         with self._lock:
+            if self._rung:
+                self._rung = False
+                self._unread += 1  # news after this rings again, with a byte of its own
             taken = self._state if state else None
             if state:
                 self._state = None
             republish, self._republish = self._republish, False
-            self._rung = False
         return taken, republish
 
-    def _ring(self) -> None:
-        with contextlib.suppress(BlockingIOError, InterruptedError, OSError):
-            os.write(self._write_fd, b"\0")
+    def drain(self) -> None:
+        """The owner: read the doorbell bytes of the news taken. A system call, so it is made
+        after the frame the news asked for is on its way, not before."""
+        if self._unread:
+            # A byte rung for but not written yet is read at the next drain.
+            with contextlib.suppress(BlockingIOError, InterruptedError):
+                self._unread -= len(os.read(self.read_fd, self._unread))
 
-    def close(self) -> None:
-        for fd in (self.read_fd, self._write_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+    def _claim_ring(self) -> int:
+        """Under the lock: the descriptor to ring, or -1 when the owner is already rung."""
+        if self._rung or self._write_fd < 0:
+            return -1
+        self._rung = True
+        return self._write_fd
+
+    @staticmethod
+    def _ring(fd: int) -> None:
+        if fd >= 0:
+            with contextlib.suppress(BlockingIOError, InterruptedError):
+                os.write(fd, b"\0")
 
 
 class DeviceLink:
@@ -140,6 +167,7 @@ class DeviceLink:
     # -- any thread ------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._mail.open()
         self._poller.register(self._mail.read_fd, select.POLLIN)
         self._thread = threading.Thread(target=self._run, name="hand-mqtt-link", daemon=True)
         self._thread.start()
@@ -157,8 +185,12 @@ class DeviceLink:
             thread.join(timeout)
             if thread.is_alive():
                 logger.warning("device: the link thread did not stop in %.0f s", timeout)
-                return
-        self._mail.close()
+
+    def close(self) -> None:
+        """Release the doorbell, after :meth:`stop`, once no other thread can call
+        :meth:`want` or :meth:`republish` any more."""
+        if self._thread is None:
+            self._mail.close()
 
     def want(self, state: HandState) -> None:
         """The latest desired state; replaces any the link thread has not taken yet."""
@@ -191,7 +223,9 @@ class DeviceLink:
             try:
                 driver.open(self._wait)
                 logger.info("device: opened %s", driver.url)
-                if self._take_mail():  # so the handshake ends by sending the latest state
+                republish = self._take_mail()  # so the handshake ends with the latest state
+                self._mail.drain()
+                if republish:
                     self._publish(self._reported)
                 driver.handshake()
                 self._up = True
@@ -215,10 +249,12 @@ class DeviceLink:
 
     def _serve(self) -> None:
         driver = self.driver
+        mail = self._mail
         while True:
             republish = self._take_mail()
             driver.service()
             self._refresh(force=republish)
+            mail.drain()
             self._poll(driver.deadline - time.monotonic())
 
     def _take_mail(self) -> bool:
@@ -246,6 +282,7 @@ class DeviceLink:
         request is served at once."""
         if self._poll(timeout):
             _state, republish = self._mail.take(state=False)
+            self._mail.drain()
             if republish:
                 self._publish(self._reported)
 
@@ -278,6 +315,7 @@ class DeviceLink:
             events = self._poller.poll(max(1, round(left * 1000)))
             if events:
                 _state, republish = self._mail.take(state=False)
+                self._mail.drain()
                 if republish:
                     self._publish(self._reported)
 

@@ -170,6 +170,7 @@ def rig() -> Iterator[Factory]:
     yield make
     for each in reversed(made):
         each.link.stop()
+        each.link.close()
         each.hand.stop()
 
 
@@ -451,3 +452,4 @@ def test_handing_over_a_state_never_waits_for_the_port() -> None:
     finally:
         driver.release.set()
         link.stop()
+        link.close()
