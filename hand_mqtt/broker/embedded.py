@@ -15,17 +15,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
+import resource
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from hand_mqtt.accounts import read_password_file, verify_password
 from hand_mqtt.broker.acl import READ, WRITE, AccessRules
 from hand_mqtt.errors import BrokerStartError, ConfigError
 
-__all__ = ["EmbeddedBroker"]
+__all__ = ["BrokerLimits", "EmbeddedBroker"]
 
 logger = logging.getLogger("hand_mqtt")
 
@@ -40,7 +43,11 @@ class _QuietProbes(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return "No data from" not in message and "No data to decode" not in message
+        # Refused or broken connections: hand-mqtt logs them itself, once and plainly.
+        return not any(
+            noise in message
+            for noise in ("No data from", "No data to decode", "Failed to initialize client")
+        )
 
 
 for _name in ("amqtt.broker", "amqtt.mqtt.protocol.handler"):
@@ -120,17 +127,316 @@ def _plugin_classes() -> dict[str, type]:
     return {"PasswordFilePlugin": PasswordFilePlugin, "AclFilePlugin": AclFilePlugin}
 
 
+@dataclass(frozen=True, slots=True)
+class BrokerLimits:
+    """What one client may cost the embedded broker (Mosquitto has settings for each).
+
+    A connection that breaks a limit is closed; its will, if it may publish it, is published.
+    """
+
+    connect_timeout: float = 10.0
+    """Seconds a new connection has to send a complete CONNECT."""
+    max_connections: int = 1000
+    """Open connections at once, counting those that have not sent CONNECT yet; more are closed
+    at once. Never more than the process's file descriptor limit allows (less a reserve)."""
+    max_packet_size: int = 65536
+    """Bytes in one MQTT packet, header included, like Mosquitto's ``max_packet_size`` in the
+    shipped configuration. A bigger packet is refused from its header, before its body is read."""
+    max_queued_messages: int = 10_000
+    """Live messages waiting to be written to one client (each costs the broker about 5 kB).
+    A client this far behind is not reading: it is disconnected, rather than kept while its
+    backlog fills the broker's memory. A client that reads, even a busy one taking a burst of
+    10,000 commands, stays far below (about 130 measured)."""
+
+    def connections_allowed(self) -> int:
+        """``max_connections``, lowered to what the file descriptor limit leaves room for."""
+        try:
+            soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        except (OSError, ValueError):  # pragma: no cover - every POSIX system has it
+            return self.max_connections
+        if soft == resource.RLIM_INFINITY:
+            return self.max_connections
+        return max(1, min(self.max_connections, soft - _RESERVED_DESCRIPTORS))
+
+
+# Descriptors kept for everything but client connections: listeners, files, the serial port,
+# the services' own MQTT clients when they share the process (hand-mqtt up).
+_RESERVED_DESCRIPTORS: Final = 64
+
+
+class PacketTooLargeError(ConnectionError):
+    """A client announced a packet above the limit: the connection is closed unread."""
+
+
+class _PacketSizeGuard:
+    """Follows MQTT's framing through the bytes amqtt reads, and stops a packet whose header
+    announces more than ``limit`` bytes before amqtt asks for its body.
+
+    amqtt reads each packet exactly: the fixed header byte by byte, then the body in pieces of
+    known size, so the bytes handed out here are the packets, in order.
+    """
+
+    def __init__(self, inner: Any, limit: int) -> None:
+        self._inner = inner
+        self._limit = limit
+        self._body_left = 0
+        self._header: bytearray | None = None  # None: the next byte starts a packet
+
+    async def read(self, n: int = -1) -> bytes:
+        data: bytes = await self._inner.read(n)
+        self._account(data)
+        return data
+
+    def feed_eof(self) -> None:
+        self._inner.feed_eof()
+
+    def _account(self, data: bytes) -> None:
+        position = 0
+        while position < len(data):
+            if self._body_left:
+                used = min(self._body_left, len(data) - position)
+                self._body_left -= used
+                position += used
+                continue
+            byte = data[position]
+            position += 1
+            if self._header is None:
+                self._header = bytearray([byte])
+                continue
+            self._header.append(byte)
+            if byte & 0x80 and len(self._header) < 5:
+                continue
+            length = 0
+            for shift, encoded in enumerate(self._header[1:]):
+                length |= (encoded & 0x7F) << (7 * shift)
+            size = len(self._header) + length
+            self._header = None
+            if size > self._limit:
+                raise PacketTooLargeError(
+                    f"a packet of {size} bytes (at most {self._limit} are accepted)"
+                )
+            self._body_left = length
+
+
+def _abort(writer: Any) -> None:
+    """Close a client's connection now, without waiting to write what is queued for it (a
+    client that does not read would make a polite close wait forever)."""
+    stream = getattr(writer, "_writer", None) or getattr(writer, "_protocol", None)
+    transport = getattr(stream, "transport", None)
+    if transport is not None:
+        transport.abort()
+
+
+def _valid_topic_name(topic: str | None) -> bool:
+    """A topic one may publish to: not empty, no wildcard, not a ``$`` topic."""
+    if not topic:
+        return False
+    return "+" not in topic and "#" not in topic and not topic.startswith("$")
+
+
+_AUTHENTICATED: Final = "hand_mqtt.authenticated"
+
+
+class _SubscriptionTable(dict[str, list[Any]]):
+    """amqtt's table of subscriptions (filter → sessions), walked over a copy.
+
+    amqtt awaits the ACL inside its loops over this table; a subscription made or dropped
+    meanwhile changed it under the loop, which then stopped ("dictionary changed size during
+    iteration") and a message was lost for every subscriber.
+    """
+
+    def items(self) -> list[tuple[str, list[Any]]]:  # type: ignore[override]
+        return [(key, list(value)) for key, value in super().items()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(super().keys()))
+
+
 @functools.cache
 def _broker_class() -> type:
-    """amqtt's Broker, minus a leak of retained messages to clients that did not ask for them.
+    """amqtt's Broker, with what hand-mqtt relies on and amqtt 0.12 does not do by itself.
 
-    amqtt 0.12 replays, to every client that connects, the retained messages matching *every*
-    subscription any client holds, without asking the ACL: a client with no rights would read
-    the hand's state. A client gets retained messages here only for its own subscriptions.
+    - Retained messages go to a client only for its own subscriptions. amqtt 0.12 replays, to
+      every client that connects, the retained messages matching *every* subscription any
+      client holds, without asking the ACL: a client with no rights would read the hand's state.
+    - A login is checked before anything happens to an existing session with the same client
+      id. amqtt 0.12 deletes that session (or hands it the newcomer's credentials) first, so a
+      refused login left the service that held the id connected but deaf.
+    - A client that takes over a client id with a valid login closes the old connection, as
+      MQTT and Mosquitto do (amqtt 0.12 left it open and deaf).
+    - A will is published only if its topic passes the same check as a PUBLISH, as Mosquitto
+      does. amqtt 0.12 published any will: a viewer's will could forge the hand's state.
+    - :class:`BrokerLimits`: CONNECT timeout, connection limit, packet size limit, a bound on
+      what waits to be written to one client, and the keep-alive (amqtt 0.12 never closes a
+      silent connection).
+    - Every connection's socket is closed when the connection ends (amqtt 0.12 left the socket
+      of a client that vanished to the garbage collector).
+    - Broadcasts walk a copy of the subscriptions: amqtt 0.12 walks the live table while it
+      awaits the ACL, and a subscription made meanwhile made it drop the message.
     """
     from amqtt.broker import Broker
+    from amqtt.contexts import Action
+    from amqtt.errors import AMQTTError, NoDataError
+    from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+    from amqtt.utils import gen_client_id
+
+    class HandHandler(BrokerProtocolHandler):  # type: ignore[misc]
+        """One client connection: bounded backlog, keep-alive enforced."""
+
+        limits = BrokerLimits()
+        queued = 0
+        gave_up = False
+
+        def handle_read_timeout(self) -> None:
+            # amqtt waits 1.5 times the keep-alive for a packet (set when connecting), then
+            # calls this and carries on waiting; MQTT says the connection is then closed.
+            if not self.gave_up:
+                self.gave_up = True
+                logger.info("embedded broker: %s went silent; disconnecting", self._client())
+                _abort(self.writer)
+
+        async def mqtt_publish(
+            self,
+            topic: str,
+            data: bytes | bytearray,
+            qos: int | None,
+            retain: bool,
+            ack_timeout: int | None = None,
+        ) -> Any:
+            if self.gave_up:
+                return None
+            if retain:
+                # Retained messages for a new subscription: as many as there are retained
+                # topics, sent once; only the live flow can grow without end.
+                return await super().mqtt_publish(topic, data, qos, retain, ack_timeout)
+            if self.queued >= self.limits.max_queued_messages:
+                self.gave_up = True
+                logger.warning(
+                    "embedded broker: %s is %d messages behind (not reading?); disconnecting",
+                    self._client(),
+                    self.queued,
+                )
+                _abort(self.writer)
+                return None
+            self.queued += 1
+            try:
+                return await super().mqtt_publish(topic, data, qos, retain, ack_timeout)
+            finally:
+                self.queued -= 1
+
+        def _client(self) -> str:
+            session = self.session
+            return repr(session.client_id) if session is not None else "a client"
 
     class HandBroker(Broker):  # type: ignore[misc]
+        limits = BrokerLimits()
+        connections = 0
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._subscriptions = _SubscriptionTable()
+
+        async def _client_connected(self, listener_name: str, reader: Any, writer: Any) -> None:
+            if self.connections >= self.limits.connections_allowed():
+                logger.warning(
+                    "embedded broker: %d connections open; refusing another", self.connections
+                )
+                _abort(writer)
+                return
+            self.connections += 1
+            try:
+                guarded = _PacketSizeGuard(reader, self.limits.max_packet_size)
+                await super()._client_connected(listener_name, guarded, writer)
+            finally:
+                self.connections -= 1
+                # amqtt closes a connection by draining it first; when the client is already
+                # gone the drain fails and the socket was left to the garbage collector.
+                _abort(writer)
+
+        async def _initialize_client_session(
+            self, reader: Any, writer: Any, remote_address: str, remote_port: int
+        ) -> tuple[Any, Any]:
+            where = f"{remote_address}:{remote_port}"
+            try:
+                handler, incoming = await asyncio.wait_for(
+                    HandHandler.init_from_connect(reader, writer, self.plugins_manager),
+                    self.limits.connect_timeout,
+                )
+            except TimeoutError:
+                logger.info("embedded broker: no CONNECT from %s in time; disconnecting", where)
+                _abort(writer)
+                raise AMQTTError("no CONNECT in time") from None
+            except NoDataError:  # closed before a whole CONNECT: port probes, health checks
+                _abort(writer)
+                raise
+            except Exception as exc:  # any broken CONNECT: amqtt raises several kinds
+                logger.info("embedded broker: no valid CONNECT from %s (%s)", where, exc)
+                _abort(writer)
+                raise AMQTTError("no valid CONNECT") from None
+            handler.limits = self.limits
+            # The login first: until it is accepted, nothing may change for another client.
+            if not await super()._authenticate(incoming, None):
+                handler.attach(incoming, reader, writer)
+                await handler.mqtt_connack_authorize(False)
+                _abort(writer)
+                raise AMQTTError("login refused")
+            incoming.attributes[_AUTHENTICATED] = True
+            session = incoming
+            if incoming.clean_session:
+                if incoming.client_id:
+                    await self._take_over(incoming.client_id)
+                else:
+                    incoming.client_id = gen_client_id()
+                incoming.parent = 0
+            elif incoming.client_id in self._sessions:
+                # A persistent session continues, with this connection's will and login; if it
+                # is connected elsewhere amqtt closes that connection next.
+                session = self._sessions[incoming.client_id][0]
+                for name in ("will_flag", "will_message", "will_topic", "will_qos", "will_retain"):
+                    setattr(session, name, getattr(incoming, name))
+                session.keep_alive = incoming.keep_alive
+                session.username = incoming.username
+                session.password = incoming.password
+                session.attributes[_AUTHENTICATED] = True
+                session.parent = 1
+            else:
+                incoming.parent = 0
+            if session.keep_alive > 0:
+                session.keep_alive = math.ceil(session.keep_alive * 1.5)
+            return handler, session
+
+        async def _take_over(self, client_id: str) -> None:
+            """Close the connection that holds ``client_id`` and forget its session."""
+            old = self._sessions.get(client_id)
+            if old is not None and old[0].transitions.is_connected():
+                logger.info(
+                    "embedded broker: %r connected again; closing the old connection", client_id
+                )
+                await old[1].handle_connection_closed()
+                await old[1].stop()
+            await self._delete_session(client_id)
+
+        async def _authenticate(self, session: Any, listener: Any) -> bool:
+            # Checked once in _initialize_client_session, before any session changed.
+            return bool(session.attributes.pop(_AUTHENTICATED, False))
+
+        async def _handle_disconnect(
+            self, client_session: Any, handler: Any, disconnect_waiter: Any
+        ) -> None:
+            if client_session.will_flag and not (
+                _valid_topic_name(client_session.will_topic)
+                and await self._topic_filtering(
+                    client_session, client_session.will_topic, Action.PUBLISH
+                )
+            ):
+                logger.info(
+                    "embedded broker: dropped the will of %r: it may not publish to %r",
+                    client_session.username,
+                    client_session.will_topic,
+                )
+                client_session.will_flag = False
+            await super()._handle_disconnect(client_session, handler, disconnect_waiter)
+
         async def _publish_retained_messages_for_subscription(
             self, subscription: tuple[str, int], session: Any
         ) -> None:
@@ -139,8 +445,16 @@ def _broker_class() -> type:
                 return
             await super()._publish_retained_messages_for_subscription(subscription, session)
 
-    if not hasattr(Broker, "_publish_retained_messages_for_subscription"):
-        logger.warning("this amqtt version is unknown to hand-mqtt: retained messages unchecked")
+    for method in (
+        "_initialize_client_session",
+        "_authenticate",
+        "_handle_disconnect",
+        "_client_connected",
+        "_delete_session",
+        "_publish_retained_messages_for_subscription",
+    ):
+        if not hasattr(Broker, method):
+            logger.warning("this amqtt version is unknown to hand-mqtt: %s is missing", method)
     return HandBroker
 
 
@@ -161,6 +475,7 @@ class EmbeddedBroker:
     ``allow_anonymous``); with ``acl_file`` every publish, delivery and subscription is checked
     against it. Both files are Mosquitto's formats, so one pair serves both brokers.
     ``websockets_port`` adds an MQTT-over-websockets listener (``ws://host:port/``).
+    ``limits`` bounds what each client may cost (:class:`BrokerLimits`).
     """
 
     def __init__(
@@ -172,6 +487,7 @@ class EmbeddedBroker:
         acl_file: str | Path | None = None,
         allow_anonymous: bool | None = None,
         websockets_port: int | None = None,
+        limits: BrokerLimits | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -179,6 +495,7 @@ class EmbeddedBroker:
         self.acl_file = Path(acl_file) if acl_file is not None else None
         self.allow_anonymous = password_file is None if allow_anonymous is None else allow_anonymous
         self.websockets_port = websockets_port
+        self.limits = limits or BrokerLimits()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._broker: Any = None
@@ -260,6 +577,7 @@ class EmbeddedBroker:
         self._stopped = asyncio.Event()
         try:
             broker = _broker_class()(self._config())
+            broker.limits = self.limits
             await broker.start()
         except (BrokerError, OSError, PluginError, PluginLoadError) as exc:
             cause = exc.__cause__ or exc

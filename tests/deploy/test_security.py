@@ -32,6 +32,7 @@ from hand_mqtt import (
     PtyHand,
     Reported,
     Topics,
+    Will,
 )
 from hand_mqtt.accounts import (
     Role,
@@ -56,6 +57,7 @@ from tests.deploy.support import (
     make_users,
 )
 from tests.support.brokers import mosquitto_binary
+from tests.support.raw_mqtt import CONNACK_ACCEPTED, RawClient
 from tests.support.system import wait_until as eventually
 
 TOPICS = Topics("hand")
@@ -514,3 +516,85 @@ def test_package_never_evaluates_or_unpickles_data() -> None:
     for path in sorted((ROOT / "hand_mqtt").rglob("*.py")):
         problems += dangerous_uses(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))
     assert problems == []
+
+
+# -- wills and client ids ------------------------------------------------------------------------
+
+
+def test_a_will_passes_the_same_check_as_a_publish(secured: SecuredBroker) -> None:
+    """A will the user may not publish is never published: not a forged state, command or
+    availability. Then an operator's will on a command topic, which it may publish, arrives
+    on the same path: it comes after any forged one would have."""
+    hand = unique_hand()
+    t = TOPICS.hand(hand)
+    forged = HandState(index=0, middle=0, ring=0, pinky=0, thumb=0, version=999_999)
+    watcher = Watcher(secured.url("viewer"), f"hand/{hand}/#")
+    try:
+        for user, topic, payload in [
+            ("viewer", t.state, forged.model_dump_json().encode()),
+            ("viewer", t.set, b'{"pose": "fist", "transaction": "forged"}'),
+            ("viewer", t.availability, b"forged"),
+            ("nobody", t.state, forged.model_dump_json().encode()),
+            ("operator", t.state, forged.model_dump_json().encode()),
+        ]:
+            # Mosquitto accepts the connection and drops the will when it is due; the
+            # embedded broker does the same.
+            forger = MqttClient(
+                BrokerUrl.parse(secured.url(user)),
+                name=f"forger-{user}",
+                will=Will(topic, payload, qos=1, retain=True),
+            )
+            forger.connect()
+            forger.abort()
+        sentinel = MqttClient(
+            BrokerUrl.parse(secured.url("operator")),
+            name="sentinel",
+            will=Will(t.set, b"sentinel", qos=1, retain=False),
+        )
+        sentinel.connect()
+        sentinel.abort()
+        eventually(lambda: watcher.payloads(t.set) == [b"sentinel"], 10, "the operator's will")
+        assert [(m.topic, m.payload) for m in watcher.messages] == [(t.set, b"sentinel")]
+    finally:
+        watcher.close()
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "clean"),
+    [
+        ("viewer", "wrong", True),
+        ("viewer", "wrong", False),
+        (None, None, True),
+        ("stranger", "whatever", False),
+    ],
+    ids=["wrong-password", "wrong-password-persistent", "anonymous", "unknown-user-persistent"],
+)
+def test_a_refused_login_with_a_service_client_id_changes_nothing(
+    secured: SecuredBroker, user: str | None, password: str | None, clean: bool
+) -> None:
+    hand = unique_hand()
+    t = TOPICS.hand(hand)
+    with services(secured, hand) as (arbiter, device, sim):
+        for victim in (arbiter.client.client_id, device.client.client_id):
+            with RawClient(secured.port) as intruder:
+                code = intruder.connect(victim, username=user, password=password, clean=clean)
+                assert code != CONNACK_ACCEPTED
+                assert intruder.closed_by_broker()
+        operator = client(secured.url("operator"), "operator")
+        watcher = Watcher(secured.url("viewer"), f"hand/{hand}/#", TOPICS.bridge_state)
+        try:
+            # Both services still hear: a command goes through the arbiter to the hand.
+            operator.publish(t.set, b'{"pose": "peace"}', wait=5)
+            eventually(lambda: sim.firmware.targets == (180, 180, 0, 0, 0), 10, "peace")
+            eventually(lambda: device.reported.angles == (180, 180, 0, 0, 0), 10, "reported")
+            eventually(lambda: watcher.last(TOPICS.bridge_state) is not None, 5, "bridge state")
+            eventually(lambda: watcher.last(t.availability) is not None, 5, "availability")
+            assert arbiter.client.connected
+            assert device.client.connected
+            assert watcher.last(t.availability) == b"online"
+            assert watcher.last(TOPICS.bridge_state) == b"online"
+            assert b"offline" not in watcher.payloads(t.availability)
+        finally:
+            operator.stop()
+            watcher.close()
+
