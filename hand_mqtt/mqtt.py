@@ -25,7 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from hand_mqtt.errors import ConfigError, MqttError
 
-__all__ = ["DEFAULT_BROKER", "BrokerUrl", "Message", "MqttClient", "Will"]
+__all__ = ["DEFAULT_BROKER", "BrokerUrl", "Message", "MqttClient", "Will", "redact_url"]
 
 logger = logging.getLogger("hand_mqtt")
 
@@ -38,6 +38,25 @@ _DEFAULT_PORTS: Final = {
     "ws": 80,
     "wss": 443,
 }
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of its ``user:password@`` part replaced by ``***``.
+
+    Works on any text that looks like a URL, valid or not, so error messages can show it.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    # The host part ends at the first '/', '?' or '#'; the user part at its last '@'.
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    if "@" not in authority:
+        return url
+    userinfo, host = authority.rsplit("@", 1)
+    user = userinfo.split(":", 1)[0]
+    masked = f"{user}:***" if ":" in userinfo else user
+    return f"{scheme}{sep}{masked}@{host}{tail}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,21 +88,26 @@ class BrokerUrl:
         key_file: str | None = None,
         insecure: bool = False,
     ) -> BrokerUrl:
-        """Read a broker URL; a bare ``host[:port]`` means ``mqtt://``."""
+        """Read a broker URL; a bare ``host[:port]`` means ``mqtt://``.
+
+        Error messages show the URL without its password.
+        """
         if "://" not in url:
             url = "mqtt://" + url
+        shown = redact_url(url)
         try:
             parts = urlsplit(url)
             port = parts.port
         except ValueError as exc:
-            raise ConfigError(f"broker URL {url!r} is not valid: {exc}") from None
+            reason = str(exc).replace(url, shown)
+            raise ConfigError(f"broker URL {shown!r} is not valid: {reason}") from None
         scheme = parts.scheme.lower()
         if scheme not in _DEFAULT_PORTS:
             raise ConfigError(
                 f"broker URL scheme {scheme!r} is not supported; use mqtt, mqtts, ws or wss"
             )
         if not parts.hostname:
-            raise ConfigError(f"broker URL {url!r} names no host")
+            raise ConfigError(f"broker URL {shown!r} names no host")
         return cls(
             host=parts.hostname,
             port=port or _DEFAULT_PORTS[scheme],

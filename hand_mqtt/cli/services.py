@@ -16,7 +16,7 @@ from hand_mqtt.clients.homeassistant import DEFAULT_PREFIX, Discovery
 from hand_mqtt.errors import ConfigError
 from hand_mqtt.hardware.protocol import DeviceConfig, FailsafeAction
 from hand_mqtt.model import FINGERS, PoseBook
-from hand_mqtt.mqtt import MqttClient
+from hand_mqtt.mqtt import BrokerUrl, MqttClient
 from hand_mqtt.services.arbiter import Arbiter
 from hand_mqtt.services.device import DeviceService, DeviceSettings
 from hand_mqtt.topics import validate_hand_name
@@ -402,9 +402,11 @@ def _welcome(stack: Stack, base: str, hand: str, emulate: bool) -> None:
         + f" on {stack.serial_url}"
     )
     broker_note = "" if stack.settings.broker else " (embedded)"
+    # Shown without the password the URL may carry.
+    where = BrokerUrl.parse(stack.url)
     typer.echo(
         f"""hand-mqtt is up
-  broker   {stack.url}{broker_note}
+  broker   {where}{broker_note}
   hand     {base}/{hand}: {what}
 
 Try, in another terminal:
@@ -413,8 +415,7 @@ Try, in another terminal:
   hand-mqtt nudge thumb -15
   hand-mqtt angles 180 - 0 0 -
   hand-mqtt state
-  mosquitto_pub -h {stack.url.split("://")[1].split(":")[0]} -p {stack.url.rsplit(":", 1)[1]} \
--t {base}/{hand}/index/set -m 90
+  mosquitto_pub -h {where.host} -p {where.port} -t {base}/{hand}/index/set -m 90
 
 Ctrl-C stops everything.
 """

@@ -9,9 +9,11 @@ from __future__ import annotations
 import ast
 import json
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -56,7 +58,7 @@ from tests.deploy.support import (
     make_certs,
     make_users,
 )
-from tests.support.brokers import mosquitto_binary
+from tests.support.brokers import AmqttBroker, mosquitto_binary
 from tests.support.raw_mqtt import CONNACK_ACCEPTED, RawClient
 from tests.support.system import wait_until as eventually
 
@@ -598,3 +600,67 @@ def test_a_refused_login_with_a_service_client_id_changes_nothing(
             operator.stop()
             watcher.close()
 
+
+# -- passwords are never shown ---------------------------------------------------------------------
+
+SECRET = "S3cr3t-pa55word"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["state", "--broker", f"mqtt://alice:{SECRET}@127.0.0.1:99999"],
+        ["state", "--broker", f"mqtt://alice:{SECRET}@:1883"],
+        ["state", "--broker", f"ftp://alice:{SECRET}@127.0.0.1"],
+        ["set", "index", "90", "--broker", f"mqtt://alice:{SECRET}@127.0.0.1:1", "-t", "0.5"],
+        ["health", "arbiter", "--broker", f"mqtt://alice:{SECRET}@127.0.0.1:1", "-t", "0.5"],
+        ["watch", "--for", "0.1", "--broker", f"ws://alice:{SECRET}@127.0.0.1:1/mqtt"],
+    ],
+    ids=["bad-port", "no-host", "bad-scheme", "unreachable", "health", "websockets"],
+)
+def test_errors_never_show_the_password(args: list[str]) -> None:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0
+    assert result.output.startswith("error: ")
+    assert SECRET not in result.output
+
+
+def test_a_refused_login_never_shows_the_password(secured: SecuredBroker) -> None:
+    url = secured.url("viewer", password=SECRET)
+    result = CliRunner().invoke(app, ["state", "--broker", url, "-t", "2"])
+    assert result.exit_code == 1
+    assert "mqtt://viewer@127.0.0.1" in result.output
+    assert SECRET not in result.output
+
+
+def test_up_on_an_external_broker_never_shows_the_password(amqtt_broker: AmqttBroker) -> None:
+    """The banner of `hand-mqtt up --broker URL` names the broker without its password (the
+    anonymous embedded broker lets any user name in)."""
+    base = f"t{uuid.uuid4().hex[:10]}"
+    url = f"mqtt://alice:{SECRET}@127.0.0.1:{amqtt_broker.port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hand_mqtt", "up", "--no-live", "--base", base, "--broker", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert process.stdout is not None
+        seen = ""
+        while "Ctrl-C stops everything" not in seen:
+            line = process.stdout.readline()
+            assert line, f"hand-mqtt up ended: {seen}"
+            seen += line
+        assert f"mqtt://alice@127.0.0.1:{amqtt_broker.port}" in seen
+        assert f"mosquitto_pub -h 127.0.0.1 -p {amqtt_broker.port} " in seen
+        assert SECRET not in seen
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
