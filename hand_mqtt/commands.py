@@ -6,16 +6,21 @@ Accepted forms (see docs/topics.md):
   ``{"angle": 90}``, ``{"delta": -15}``, each JSON form with an optional ``"transaction"``;
 - ``<base>/<hand>/set``: a JSON object with finger names (a number, or ``{"angle": n}`` /
   ``{"delta": n}``), ``"pose"``, ``"angles"`` (five numbers or nulls) and ``"transaction"``;
+  or ``{"relax": true}`` / ``{"relax": [finger, ...]}``; or ``{"lock": true}`` /
+  ``{"lock": false}`` (the emergency stop);
 - ``<base>/<hand>/pose/set``: a pose name, plain or as a JSON string or ``{"pose": name}``;
   a gesture's name there plays the gesture;
 - ``<base>/<hand>/set`` with ``"gesture"`` (and ``"repeat"``): play a gesture.
+
+Every JSON form that moves fingers to a pose or to angles may add ``"duration_ms"`` (0 to
+60000): every finger that moves arrives at its target that many milliseconds later.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
 from hand_mqtt.errors import CommandError
@@ -23,11 +28,15 @@ from hand_mqtt.gestures import MAX_REPEAT
 from hand_mqtt.model import FINGERS, MAX_ANGLE, MIN_ANGLE, Angles, PoseBook
 from hand_mqtt.topics import CommandTopic
 
-__all__ = ["MAX_PAYLOAD_BYTES", "Command", "FingerChange", "parse_command"]
+__all__ = ["MAX_DURATION_MS", "MAX_PAYLOAD_BYTES", "Command", "FingerChange", "parse_command"]
 
 MAX_PAYLOAD_BYTES: Final = 4096
 MAX_TRANSACTION_CHARS: Final = 64
+MAX_DURATION_MS: Final = 60_000
+"""The longest timed move a command may ask for, in milliseconds."""
 _FINGER_INDEX: Final = {finger: i for i, finger in enumerate(FINGERS)}
+_MOTION_FIELDS: Final = frozenset((*FINGERS, "pose", "angles", "duration_ms"))
+_HAND_FIELDS: Final = frozenset(("pose", "angles", "transaction", "duration_ms", "relax", "lock"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +50,8 @@ class FingerChange:
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """A validated command: an optional pose, then finger changes applied in order."""
+    """A validated command: an optional pose, then finger changes applied in order (a motion,
+    optionally timed); or fingers to relax; or the emergency stop's lock or unlock."""
 
     pose: str | None = None
     changes: tuple[FingerChange, ...] = ()
@@ -49,6 +59,25 @@ class Command:
     gesture: str | None = None
     """A gesture to play (then there is no pose and no change), ``repeat`` times."""
     repeat: int = 1
+    duration_ms: int | None = None
+    """A motion's duration: every finger that moves arrives this many milliseconds later."""
+    relax: tuple[int, ...] = ()
+    """Finger indexes to relax (no pulses until a command moves them)."""
+    lock: bool | None = None
+    """True: emergency stop (relax all, refuse motion until unlocked); False: unlock."""
+
+    @property
+    def moves(self) -> bool:
+        """Whether this command sets or nudges fingers, or plays a pose or a gesture: a motion."""
+        return self.pose is not None or bool(self.changes) or self.gesture is not None
+
+    @property
+    def driven(self) -> frozenset[int]:
+        """The fingers this motion names (a pose or a gesture names all five): they are driven
+        again even when relaxed, at the same angle or a new one."""
+        if self.pose is not None or self.gesture is not None:
+            return frozenset(range(len(FINGERS)))
+        return frozenset(change.finger for change in self.changes)
 
     def apply(self, current: Angles, poses: PoseBook) -> Angles:
         """The angles after this command, starting from ``current``."""
@@ -110,6 +139,36 @@ def _transaction(data: dict[str, Any]) -> str | int | None:
     if isinstance(value, int) and not -(2**53) < value < 2**53:
         raise CommandError("transaction number is too large")
     return value
+
+
+def _duration(data: dict[str, Any]) -> int | None:
+    if "duration_ms" not in data:
+        return None
+    value = data["duration_ms"]
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        number = int(value)
+    if number is None or not 0 <= number <= MAX_DURATION_MS:
+        raise CommandError(
+            f"duration_ms must be a whole number of milliseconds from 0 to {MAX_DURATION_MS}, "
+            f"not {repr(value)[:32]}"
+        )
+    return number
+
+
+def _relax_list(value: Any) -> tuple[int, ...]:
+    if value is True:
+        return tuple(range(len(FINGERS)))
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        unknown = [v for v in value if v not in _FINGER_INDEX]
+        if unknown:
+            raise CommandError(
+                f"relax: unknown finger {unknown[0][:32]!r}; fingers are {', '.join(FINGERS)}"
+            )
+        return tuple(sorted({_FINGER_INDEX[v] for v in value}))
+    raise CommandError('relax must be true or a list of finger names such as ["index", "thumb"]')
 
 
 def _peek_transaction(data: dict[str, Any]) -> str | int | None:
@@ -199,10 +258,12 @@ def _finger_command(finger: str, text: str) -> Command:
         transaction = _peek_transaction(data)
         try:
             _transaction(data)
-            body = {key: value for key, value in data.items() if key != "transaction"}
+            duration = _duration(data)
+            body = {k: v for k, v in data.items() if k not in ("transaction", "duration_ms")}
             if not body:
                 raise CommandError(f'{finger}: give {{"angle": n}} or {{"delta": n}}')
-            return Command(changes=(_finger_value(body, finger),), transaction=transaction)
+            change = _finger_value(body, finger)
+            return Command(changes=(change,), transaction=transaction, duration_ms=duration)
         except CommandError as exc:
             raise CommandError(str(exc), transaction) from None
     return Command(changes=(_finger_text(stripped, finger),))
@@ -219,10 +280,16 @@ def _pose_command(text: str, poses: PoseBook) -> Command:
         transaction = _peek_transaction(data)
         try:
             _transaction(data)
-            unknown = set(data) - {"pose", "transaction"}
+            unknown = set(data) - {"pose", "transaction", "duration_ms"}
             if unknown or "pose" not in data:
                 raise CommandError('expected a pose name or {"pose": name}')
-            return _named(data["pose"], poses, transaction)
+            command = _named(data["pose"], poses, transaction)
+            duration = _duration(data)
+            if duration is not None and command.gesture is not None:
+                raise CommandError(
+                    "duration_ms times a pose, not a gesture (its steps have theirs)"
+                )
+            return replace(command, duration_ms=duration)
         except CommandError as exc:
             raise CommandError(str(exc), transaction) from None
     return _named(stripped, poses)
@@ -240,12 +307,27 @@ def _hand_command(text: str, poses: PoseBook) -> Command:
         _transaction(data)
         if "gesture" in data:
             return _gesture_command(data, poses)
-        unknown = set(data) - set(FINGERS) - {"pose", "angles", "transaction"}
+        unknown = set(data) - set(FINGERS) - _HAND_FIELDS
         if unknown:
             raise CommandError(
                 f"unknown field(s) {', '.join(sorted(repr(k)[:34] for k in unknown))}; "
-                "expected finger names, pose, angles, gesture or transaction"
+                "expected finger names, pose, angles, duration_ms, gesture, relax, lock or "
+                "transaction"
             )
+        motion = [key for key in data if key in _MOTION_FIELDS]
+        if "lock" in data:
+            if set(data) - {"lock", "transaction"}:
+                raise CommandError("lock goes alone (with a transaction at most)")
+            if not isinstance(data["lock"], bool):
+                raise CommandError("lock must be true (emergency stop) or false (unlock)")
+            return Command(lock=data["lock"], transaction=transaction)
+        if "relax" in data:
+            if motion:
+                raise CommandError(
+                    "relax cannot be combined with finger names, pose, angles or duration_ms"
+                )
+            return Command(relax=_relax_list(data["relax"]), transaction=transaction)
+        duration = _duration(data)
         fingers = [finger for finger in FINGERS if finger in data]
         if "angles" in data and (fingers or "pose" in data):
             raise CommandError("give either angles or finger names and pose, not both")
@@ -263,8 +345,12 @@ def _hand_command(text: str, poses: PoseBook) -> Command:
             if bad:
                 raise CommandError("; ".join(bad))
         if pose is None and not changes and "angles" not in data:
-            raise CommandError("the command names no finger, pose or angles")
-        return Command(pose=pose, changes=tuple(changes), transaction=transaction)
+            if duration is not None:
+                raise CommandError("duration_ms needs a pose, angles or finger names to time")
+            raise CommandError("the command names no finger, pose, angles, relax or lock")
+        return Command(
+            pose=pose, changes=tuple(changes), transaction=transaction, duration_ms=duration
+        )
     except CommandError as exc:
         raise CommandError(str(exc), transaction) from None
 

@@ -47,6 +47,7 @@ MAX_ANGLE: Final = 180
 
 Angles = tuple[int, int, int, int, int]
 Angle = Annotated[int, Field(ge=MIN_ANGLE, le=MAX_ANGLE)]
+Finger = Literal["index", "middle", "ring", "pinky", "thumb"]
 
 BUILTIN_POSES: Final[Mapping[str, Angles]] = {
     "open": (180, 180, 180, 180, 180),
@@ -88,6 +89,12 @@ class HandState(_Frozen):
     transaction: str | int | None = None
     gesture: GestureProgress | None = None
     """The gesture being played, when this state is one of its steps."""
+    relaxed: tuple[Finger, ...] = ()
+    """The fingers relaxed by a command (in finger order): the device stops their pulses."""
+    locked: bool = False
+    """The emergency stop: every finger relaxed, motion commands refused until unlocked."""
+    duration_ms: int | None = Field(default=None, ge=0)
+    """The last motion's duration: the fingers it moves arrive together this much later."""
 
     @property
     def angles(self) -> Angles:
@@ -97,11 +104,15 @@ class HandState(_Frozen):
     def to_json(self) -> str:
         """The payload of the ``state`` topic; what ``model_dump_json`` gives, made faster
         because the arbiter writes one per command."""
+        relaxed = ",".join(f'"{finger}"' for finger in self.relaxed)
+        duration = "null" if self.duration_ms is None else str(self.duration_ms)
         return (
             f'{{"index":{self.index},"middle":{self.middle},"ring":{self.ring},'
             f'"pinky":{self.pinky},"thumb":{self.thumb},"pose":{json.dumps(self.pose)},'
             f'"version":{self.version},"transaction":{json.dumps(self.transaction)},'
-            f'"gesture":{self.gesture.model_dump_json() if self.gesture else "null"}}}'
+            f'"gesture":{self.gesture.model_dump_json() if self.gesture else "null"},'
+            f'"relaxed":[{relaxed}],"locked":{"true" if self.locked else "false"},'
+            f'"duration_ms":{duration}}}'
         )
 
 

@@ -1,4 +1,5 @@
-"""Commands that drive a hand and show its state: set, nudge, pose, angles, state, watch."""
+"""Commands that drive a hand and show its state: set, nudge, pose, angles, relax, stop,
+unlock, state, watch."""
 
 from __future__ import annotations
 
@@ -37,6 +38,19 @@ app = typer.Typer()
 FingerArgument = Annotated[
     str, typer.Argument(help=f"One of: {', '.join(FINGERS)}.", show_default=False)
 ]
+DurationOption = Annotated[
+    float | None,
+    typer.Option(
+        "--duration",
+        help="Seconds the move takes: every finger that moves arrives at the same time.",
+        min=0,
+        max=60,
+    ),
+]
+
+
+def _timed(command: dict[str, object], duration: float | None) -> dict[str, object]:
+    return command if duration is None else {**command, "duration_ms": round(duration * 1000)}
 
 
 def _client(broker: str, ca_file: str | None, base: str, hand: str) -> HandClient:
@@ -47,7 +61,12 @@ def _client(broker: str, ca_file: str | None, base: str, hand: str) -> HandClien
 
 def _describe(state: HandState) -> str:
     angles = "  ".join(f"{f} {a}" for f, a in zip(FINGERS, state.angles, strict=True))
-    return f"{angles}  pose {state.pose or '-'}  version {state.version}"
+    extra = ""
+    if state.relaxed:
+        extra += f"  relaxed {','.join(state.relaxed)}"
+    if state.locked:
+        extra += "  LOCKED"
+    return f"{angles}  pose {state.pose or '-'}  version {state.version}{extra}"
 
 
 def _run(
@@ -74,6 +93,7 @@ def _run(
 def set_finger(
     finger: FingerArgument,
     angle: Annotated[int, typer.Argument(help="0 (contracted) to 180 (extended).")],
+    duration: DurationOption = None,
     broker: BrokerOption = DEFAULT_BROKER,
     ca_file: CaFileOption = None,
     base: BaseOption = DEFAULT_BASE,
@@ -84,7 +104,7 @@ def set_finger(
     """Set one finger to an angle."""
     if finger not in FINGERS:
         raise fail(f"unknown finger {finger!r}; fingers are {', '.join(FINGERS)}", 2)
-    _run(broker, ca_file, base, hand, timeout, verbose, {finger: angle})
+    _run(broker, ca_file, base, hand, timeout, verbose, _timed({finger: angle}, duration))
 
 
 @app.command(context_settings={"ignore_unknown_options": True})
@@ -112,6 +132,7 @@ def nudge(
 @app.command()
 def pose(
     name: Annotated[str, typer.Argument(help="open, fist, peace, rockstar, okay, point, phone…")],
+    duration: DurationOption = None,
     broker: BrokerOption = DEFAULT_BROKER,
     ca_file: CaFileOption = None,
     base: BaseOption = DEFAULT_BASE,
@@ -120,7 +141,7 @@ def pose(
     verbose: VerboseOption = 0,
 ) -> None:
     """Put the hand in a named pose."""
-    _run(broker, ca_file, base, hand, timeout, verbose, {"pose": name})
+    _run(broker, ca_file, base, hand, timeout, verbose, _timed({"pose": name}, duration))
 
 
 @app.command()
@@ -132,6 +153,7 @@ def angles(
             show_default=False,
         ),
     ],
+    duration: DurationOption = None,
     broker: BrokerOption = DEFAULT_BROKER,
     ca_file: CaFileOption = None,
     base: BaseOption = DEFAULT_BASE,
@@ -153,7 +175,54 @@ def angles(
             bad.append(f"{finger}: {value!r} is not an angle from 0 to 180 or '-'")
     if bad:
         raise fail("; ".join(bad), 2)
-    _run(broker, ca_file, base, hand, timeout, verbose, {"angles": parsed})
+    _run(broker, ca_file, base, hand, timeout, verbose, _timed({"angles": parsed}, duration))
+
+
+@app.command()
+def relax(
+    fingers: Annotated[
+        list[str] | None,
+        typer.Argument(help="Fingers to relax (default: all five).", show_default=False),
+    ] = None,
+    broker: BrokerOption = DEFAULT_BROKER,
+    ca_file: CaFileOption = None,
+    base: BaseOption = DEFAULT_BASE,
+    hand: HandOption = DEFAULT_HAND,
+    timeout: TimeoutOption = 5.0,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Stop driving fingers (the servos go limp) until a command moves them."""
+    unknown = [f for f in fingers or [] if f not in FINGERS]
+    if unknown:
+        raise fail(f"unknown finger {unknown[0]!r}; fingers are {', '.join(FINGERS)}", 2)
+    command: dict[str, object] = {"relax": list(dict.fromkeys(fingers)) if fingers else True}
+    _run(broker, ca_file, base, hand, timeout, verbose, command)
+
+
+@app.command()
+def stop(
+    broker: BrokerOption = DEFAULT_BROKER,
+    ca_file: CaFileOption = None,
+    base: BaseOption = DEFAULT_BASE,
+    hand: HandOption = DEFAULT_HAND,
+    timeout: TimeoutOption = 5.0,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Emergency stop: relax every finger and refuse every motion until `unlock`."""
+    _run(broker, ca_file, base, hand, timeout, verbose, {"lock": True})
+
+
+@app.command()
+def unlock(
+    broker: BrokerOption = DEFAULT_BROKER,
+    ca_file: CaFileOption = None,
+    base: BaseOption = DEFAULT_BASE,
+    hand: HandOption = DEFAULT_HAND,
+    timeout: TimeoutOption = 5.0,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Undo `stop`: commands move the hand again (the fingers stay relaxed until then)."""
+    _run(broker, ca_file, base, hand, timeout, verbose, {"lock": False})
 
 
 def _table(base: str, hand: str, snap: Snapshot) -> str:

@@ -204,10 +204,17 @@ class AsyncHandClient:
         return await self._wait(self._core.submit(command, wait), timeout)
 
     async def pose(
-        self, name: str, *, wait: Wait = "accepted", timeout: float | None = None
+        self,
+        name: str,
+        *,
+        duration: float | None = None,
+        wait: Wait = "accepted",
+        timeout: float | None = None,
     ) -> HandState:
-        """Put the hand in a named pose."""
-        return await self.send(payloads.pose(name), wait=wait, timeout=timeout)
+        """Put the hand in a named pose; with ``duration`` (seconds) every finger that moves
+        arrives then."""
+        command = payloads.timed(payloads.pose(name), duration)
+        return await self.send(command, wait=wait, timeout=timeout)
 
     async def set(
         self,
@@ -217,12 +224,13 @@ class AsyncHandClient:
         ring: int | None = None,
         pinky: int | None = None,
         thumb: int | None = None,
+        duration: float | None = None,
         wait: Wait = "accepted",
         timeout: float | None = None,
     ) -> HandState:
         """Set the fingers named (0 contracted … 180 extended); the others stay."""
         command = payloads.fingers(index=index, middle=middle, ring=ring, pinky=pinky, thumb=thumb)
-        return await self.send(command, wait=wait, timeout=timeout)
+        return await self.send(payloads.timed(command, duration), wait=wait, timeout=timeout)
 
     async def nudge(
         self, finger: str, delta: int, *, wait: Wait = "accepted", timeout: float | None = None
@@ -234,11 +242,29 @@ class AsyncHandClient:
         self,
         values: Sequence[int | None],
         *,
+        duration: float | None = None,
         wait: Wait = "accepted",
         timeout: float | None = None,
     ) -> HandState:
         """All five fingers at once, in finger order; None leaves a finger as it is."""
-        return await self.send(payloads.angles(values), wait=wait, timeout=timeout)
+        command = payloads.timed(payloads.angles(values), duration)
+        return await self.send(command, wait=wait, timeout=timeout)
+
+    async def relax(
+        self, *fingers: str, wait: Wait = "accepted", timeout: float | None = None
+    ) -> HandState:
+        """Stop driving the fingers named, or all five (the servos go limp) until a command
+        moves them."""
+        return await self.send(payloads.relax(fingers), wait=wait, timeout=timeout)
+
+    async def stop(self, *, wait: Wait = "accepted", timeout: float | None = None) -> HandState:
+        """Emergency stop: every finger relaxes and the arbiter refuses every motion until
+        :meth:`unlock`."""
+        return await self.send(payloads.lock(True), wait=wait, timeout=timeout)
+
+    async def unlock(self, *, wait: Wait = "accepted", timeout: float | None = None) -> HandState:
+        """Undo :meth:`stop`; the fingers stay relaxed until a command moves them."""
+        return await self.send(payloads.lock(False), wait=wait, timeout=timeout)
 
     async def play(
         self,

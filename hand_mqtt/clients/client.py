@@ -222,10 +222,17 @@ class HandClient:
         return self._wait(self._core.submit(command, wait), timeout)
 
     def pose(
-        self, name: str, *, wait: Wait = "accepted", timeout: float | None = None
+        self,
+        name: str,
+        *,
+        duration: float | None = None,
+        wait: Wait = "accepted",
+        timeout: float | None = None,
     ) -> HandState:
-        """Put the hand in a named pose."""
-        return self.send(payloads.pose(name), wait=wait, timeout=timeout)
+        """Put the hand in a named pose; with ``duration`` (seconds) every finger that moves
+        arrives then."""
+        command = payloads.timed(payloads.pose(name), duration)
+        return self.send(command, wait=wait, timeout=timeout)
 
     def set(
         self,
@@ -235,12 +242,13 @@ class HandClient:
         ring: int | None = None,
         pinky: int | None = None,
         thumb: int | None = None,
+        duration: float | None = None,
         wait: Wait = "accepted",
         timeout: float | None = None,
     ) -> HandState:
         """Set the fingers named (0 contracted … 180 extended); the others stay."""
         command = payloads.fingers(index=index, middle=middle, ring=ring, pinky=pinky, thumb=thumb)
-        return self.send(command, wait=wait, timeout=timeout)
+        return self.send(payloads.timed(command, duration), wait=wait, timeout=timeout)
 
     def nudge(
         self, finger: str, delta: int, *, wait: Wait = "accepted", timeout: float | None = None
@@ -252,11 +260,29 @@ class HandClient:
         self,
         values: Sequence[int | None],
         *,
+        duration: float | None = None,
         wait: Wait = "accepted",
         timeout: float | None = None,
     ) -> HandState:
         """All five fingers at once, in finger order; None leaves a finger as it is."""
-        return self.send(payloads.angles(values), wait=wait, timeout=timeout)
+        command = payloads.timed(payloads.angles(values), duration)
+        return self.send(command, wait=wait, timeout=timeout)
+
+    def relax(
+        self, *fingers: str, wait: Wait = "accepted", timeout: float | None = None
+    ) -> HandState:
+        """Stop driving the fingers named, or all five (the servos go limp) until a command
+        moves them."""
+        return self.send(payloads.relax(fingers), wait=wait, timeout=timeout)
+
+    def stop(self, *, wait: Wait = "accepted", timeout: float | None = None) -> HandState:
+        """Emergency stop: every finger relaxes and the arbiter refuses every motion until
+        :meth:`unlock`."""
+        return self.send(payloads.lock(True), wait=wait, timeout=timeout)
+
+    def unlock(self, *, wait: Wait = "accepted", timeout: float | None = None) -> HandState:
+        """Undo :meth:`stop`; the fingers stay relaxed until a command moves them."""
+        return self.send(payloads.lock(False), wait=wait, timeout=timeout)
 
     def play(
         self,

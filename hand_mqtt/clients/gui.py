@@ -112,6 +112,8 @@ class HandWindow:
         self.command_timeout = command_timeout
         self._queue: queue.SimpleQueue[_News | _Done] = queue.SimpleQueue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hand-mqtt-gui")
+        # The emergency stop never waits behind a command that is still waiting for its answer.
+        self._urgent = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hand-mqtt-gui-stop")
         self._closed = False
         self._after: str | None = None
         self._connected: bool | None = None
@@ -153,7 +155,10 @@ class HandWindow:
         self.plot_frame.grid(row=0, column=1, sticky="nsew", padx=(12, 0))
 
         topics = self.client.hand_topics
-        title = ttk.Frame(main)
+        head = ttk.Frame(main)
+        head.grid(row=0, column=0, sticky="ew")
+        head.columnconfigure(0, weight=1)
+        title = ttk.Frame(head)
         title.grid(row=0, column=0, sticky="w")
         ttk.Label(title, text=f"Robotic hand {topics.hand}", style="Title.TLabel").grid(
             row=0, column=0, sticky="w"
@@ -161,6 +166,9 @@ class HandWindow:
         ttk.Label(title, text=f"  topics {topics.root}/...", foreground=_GREY).grid(
             row=0, column=1, sticky="sw"
         )
+        self._build_safety(head).grid(row=0, column=1, sticky="e")
+        # Escape is the emergency stop from anywhere in the window.
+        self.root.bind("<Escape>", lambda _event: self.emergency_stop())
         self._build_status(main).grid(row=1, column=0, sticky="ew", pady=(6, 8))
         self._build_fingers(main).grid(row=2, column=0, sticky="ew")
         self._build_poses(main).grid(row=3, column=0, sticky="ew", pady=(10, 0))
@@ -179,15 +187,38 @@ class HandWindow:
         )
         self.arbiter_error.grid(row=1, column=0, sticky="ew")
 
+    def _build_safety(self, parent: tk.Misc) -> ttk.Frame:
+        frame = ttk.Frame(parent)
+        self.relax_button = ttk.Button(frame, text="Relax", command=self.relax_all)
+        self.relax_button.grid(row=0, column=0, padx=(0, 6))
+        self.unlock_button = ttk.Button(frame, text="Unlock", command=self.unlock)
+        self.unlock_button.grid(row=0, column=1, padx=(0, 6))
+        self.unlock_button.state(["disabled"])
+        self.stop_button = tk.Button(
+            frame,
+            text="STOP",
+            command=self.emergency_stop,
+            fg="white",
+            bg=_RED,
+            activeforeground="white",
+            activebackground="#991b1b",
+            font=("TkDefaultFont", 12, "bold"),
+            padx=14,
+            pady=4,
+        )
+        self.stop_button.grid(row=0, column=2)
+        return frame
+
     def _build_status(self, parent: tk.Misc) -> ttk.Frame:
         frame = ttk.Frame(parent)
         self.status: dict[str, tk.Label] = {}
-        for column, key in enumerate(("broker", "arbiter", "device", "link")):
+        for column, key in enumerate(("broker", "arbiter", "device", "link", "lock")):
             label = tk.Label(frame, text="", fg="white", bg=_GREY, padx=8, pady=3)
             label.grid(row=0, column=column, padx=(0, 6), sticky="w")
             self.status[key] = label
         self.firmware = ttk.Label(frame, text="")
-        self.firmware.grid(row=1, column=0, columnspan=4, sticky="w", pady=(4, 0))
+        self.status["lock"].grid_remove()  # shown only while locked
+        self.firmware.grid(row=1, column=0, columnspan=5, sticky="w", pady=(4, 0))
         return frame
 
     def _build_fingers(self, parent: tk.Misc) -> ttk.Labelframe:
@@ -349,13 +380,32 @@ class HandWindow:
             f"angles {shown}", lambda: self.client.angles(angles, timeout=self.command_timeout)
         )
 
-    def run_command(self, description: str, action: Callable[[], HandState]) -> None:
+    def emergency_stop(self) -> None:
+        """Lock the hand: every finger relaxes and every motion is refused until unlocked.
+        Sent at once, on a thread of its own, whatever else is on its way."""
+        self.run_command(
+            "the emergency stop",
+            lambda: self.client.stop(timeout=self.command_timeout),
+            urgent=True,
+        )
+
+    def unlock(self) -> None:
+        """End the emergency stop; the fingers stay relaxed until a command moves them."""
+        self.run_command("unlock", lambda: self.client.unlock(timeout=self.command_timeout))
+
+    def relax_all(self) -> None:
+        """Relax every finger (the servos go limp) until a command moves them."""
+        self.run_command("relax", lambda: self.client.relax(timeout=self.command_timeout))
+
+    def run_command(
+        self, description: str, action: Callable[[], HandState], *, urgent: bool = False
+    ) -> None:
         """Run ``action`` on the worker thread and report its outcome in the window."""
         if self._closed:
             return
         self._pending += 1
         self.show_message(f"Sending {description}…", "info")
-        future = self._executor.submit(action)
+        future = (self._urgent if urgent else self._executor).submit(action)
         future.add_done_callback(lambda done: self._queue.put(_Done(description, done)))
 
     def toggle_plot(self) -> None:
@@ -451,10 +501,14 @@ class HandWindow:
                 if gesture is not None
                 else ""
             )
+            relaxed = (
+                f" · relaxed: {', '.join(snap.desired.relaxed)}" if snap.desired.relaxed else ""
+            )
             self.pose_label.configure(
                 text=f"Pose: {snap.desired.pose or '—'} · version {snap.desired.version}"
-                f"{playing}{moving}"
+                f"{playing}{moving}{relaxed}"
             )
+            self._show_lock(snap.desired.locked)
         names = list(BUILTIN_POSES) + [p for p in news.poses if p not in BUILTIN_POSES]
         self._set_poses(names)
         self._set_gestures(news.gestures)
@@ -515,6 +569,20 @@ class HandWindow:
     def show_message(self, text: str, tone: Tone = "info") -> None:
         self.message.configure(text=text, fg=_TONES[tone])
 
+    def _show_lock(self, locked: bool) -> None:
+        if locked:
+            self._pill("lock", "LOCKED: emergency stop", _RED)
+            self.status["lock"].grid()
+            self.unlock_button.state(["!disabled"])
+        else:
+            self.status["lock"].grid_remove()
+            self.unlock_button.state(["disabled"])
+
+    @property
+    def locked(self) -> bool:
+        """Whether the window shows the hand locked (the emergency stop)."""
+        return bool(self.status["lock"].winfo_manager())
+
     def _pill(self, key: str, text: str, colour: str) -> None:
         self.status[key].configure(text=text, bg=colour)
 
@@ -573,6 +641,7 @@ class HandWindow:
                 self.root.after_cancel(self._after)
             self._after = None
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._urgent.shutdown(wait=True, cancel_futures=True)
         if self.live_plot is not None:
             self.live_plot.close()
             self.live_plot = None

@@ -1,4 +1,4 @@
-"""Home Assistant MQTT discovery: each hand appears as one device with six entities.
+"""Home Assistant MQTT discovery: each hand appears as one device with nine entities.
 
 Attached to the arbiter's :class:`~hand_mqtt.mqtt.MqttClient`, a :class:`Discovery` publishes
 retained configs under ``<prefix>/<component>/<object_id>/config``:
@@ -7,11 +7,15 @@ retained configs under ``<prefix>/<component>/<object_id>/config``:
   following the retained ``<base>/<hand>/<finger>``;
 - one ``select`` of the poses and gestures, commanding ``<base>/<hand>/pose/set`` (where a
   gesture's name plays it) and following ``<base>/<hand>/state``: the gesture while one plays,
-  else the ``pose`` (``None``, i.e. unknown, when the angles match no pose).
+  else the ``pose`` (``None``, i.e. unknown, when the angles match no pose);
+- three ``button`` entities on ``<base>/<hand>/set``: Relax (``{"relax": true}``), Stop (the
+  emergency stop, ``{"lock": true}``) and Unlock (``{"lock": false}``).
 
-Every entity is available only when the arbiter (``<base>/bridge/state``), the device service
-(``<base>/<hand>/availability``) and its serial link (``link`` in ``<base>/<hand>/reported``)
-are all up. The configs are published on every (re)connect and again whenever Home Assistant
+The numbers and the select are available only when the arbiter (``<base>/bridge/state``), the
+device service (``<base>/<hand>/availability``) and its serial link (``link`` in
+``<base>/<hand>/reported``) are all up. The buttons need only the arbiter: a stop must be
+possible while the device is away (it is kept, and the hand stays limp when the device
+returns). The configs are published on every (re)connect and again whenever Home Assistant
 announces itself with ``online`` on ``<prefix>/status``. The state topics are not re-published
 then: they are retained, so Home Assistant receives them when it subscribes, and only the
 arbiter writes them (a copy re-sent from here could overwrite a newer state).
@@ -54,13 +58,25 @@ def object_id(topics: HandTopics, entity: str) -> str:
     return f"{topics.base.replace('/', '_')}_{topics.hand}_{entity}"
 
 
+BUTTONS: Final = (
+    ("relax", "Relax", {"relax": True}),
+    ("stop", "Stop", {"lock": True}),
+    ("unlock", "Unlock", {"lock": False}),
+)
+"""The buttons: object id suffix, name, and the command they publish on ``<base>/<hand>/set``."""
+
+
+def _arbiter_availability(topics: Topics) -> dict[str, str]:
+    return {
+        "topic": topics.bridge_state,
+        "payload_available": ONLINE,
+        "payload_not_available": OFFLINE,
+    }
+
+
 def _availability(topics: Topics, hand: HandTopics) -> list[dict[str, str]]:
     return [
-        {
-            "topic": topics.bridge_state,
-            "payload_available": ONLINE,
-            "payload_not_available": OFFLINE,
-        },
+        _arbiter_availability(topics),
         {
             "topic": hand.availability,
             "payload_available": ONLINE,
@@ -135,6 +151,17 @@ def discovery_configs(
         "options": select_options(poses),
         **common,
     }
+    for suffix, name, command in BUTTONS:
+        oid = object_id(t, suffix)
+        configs[f"{prefix}/button/{oid}/config"] = {
+            "name": name,
+            "unique_id": f"hand_mqtt_{oid}",
+            "default_entity_id": f"button.{oid}",
+            "command_topic": t.set,
+            "payload_press": json.dumps(command),
+            **common,
+            "availability": [_arbiter_availability(topics)],
+        }
     return configs
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from hand_mqtt.errors import CommandError
 from hand_mqtt.model import FINGERS
 
-__all__ = ["angles", "finger_name", "fingers", "gesture", "nudge", "pose"]
+__all__ = ["angles", "finger_name", "fingers", "gesture", "lock", "nudge", "pose", "relax", "timed"]
 
 Payload = dict[str, Any]
 
@@ -51,3 +51,24 @@ def angles(values: Sequence[int | None]) -> Payload:
 
 def gesture(name: str, repeat: int) -> Payload:
     return {"gesture": name} if repeat == 1 else {"gesture": name, "repeat": repeat}
+
+
+def timed(payload: Payload, duration: float | None) -> Payload:
+    """``payload`` with a ``duration_ms`` (from seconds) when a duration is given: every finger
+    that moves then arrives at its target that much later."""
+    if duration is None:
+        return payload
+    if isinstance(duration, bool) or not isinstance(duration, int | float):
+        raise CommandError(f"duration must be a number of seconds, not {duration!r}")
+    return {**payload, "duration_ms": round(duration * 1000)}
+
+
+def relax(names: Sequence[str]) -> Payload:
+    """Relax the fingers named, or all five when none is."""
+    if isinstance(names, str):
+        raise CommandError("give the fingers to relax as a list of names")
+    return {"relax": [finger_name(name) for name in names] if names else True}
+
+
+def lock(on: bool) -> Payload:
+    return {"lock": on}

@@ -4,7 +4,7 @@ It takes commands from any client, applies them in arrival order against the cur
 and publishes the result as retained topics: a JSON ``state`` with a version that grows by one
 for every accepted command, and one plain angle per finger. A rejected command is answered on
 the hand's ``error`` topic. On its first connection it restores each hand from the retained
-``state`` (an open hand when there is none).
+``state`` (an open hand when there is none), a locked hand (the emergency stop) included.
 
 Gestures are played here too, by the one writer: a :class:`GesturePlayer` keeps time on its own
 thread and calls back for each step, which is applied and published like a command's result.
@@ -18,13 +18,21 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from typing import Concatenate, Final, ParamSpec, TypeVar
+from typing import Concatenate, Final, ParamSpec, TypeVar, cast
 
 from pydantic import ValidationError
 
 from hand_mqtt.commands import Command, parse_command
 from hand_mqtt.errors import CommandError
-from hand_mqtt.model import FINGERS, Angles, ErrorReport, GestureProgress, HandState, PoseBook
+from hand_mqtt.model import (
+    FINGERS,
+    Angles,
+    ErrorReport,
+    Finger,
+    GestureProgress,
+    HandState,
+    PoseBook,
+)
 from hand_mqtt.mqtt import Message, MqttClient, Will
 from hand_mqtt.services.player import GesturePlayer, Playing
 from hand_mqtt.topics import BRIDGE, CommandTopic, HandTopics, Topics
@@ -36,6 +44,31 @@ logger = logging.getLogger("hand_mqtt")
 ONLINE: Final = b"online"
 OFFLINE: Final = b"offline"
 _ERROR_PAYLOAD_CHARS: Final = 200
+_LOCKED: Final = (
+    'the hand is locked (emergency stop) and refuses to move; send {"lock": false} to unlock it'
+)
+
+
+def _effects(
+    current: HandState, command: Command, poses: PoseBook
+) -> tuple[Angles, tuple[str, ...], bool, int | None]:
+    """What an accepted command (not a gesture) makes of ``current``: the angles, the relaxed
+    fingers, the lock and the motion's duration."""
+    relaxed = {FINGERS.index(finger) for finger in current.relaxed}
+    locked = current.locked
+    angles = current.angles
+    duration = None
+    if command.lock is not None:
+        locked = command.lock
+        if locked:
+            relaxed = set(range(len(FINGERS)))
+    relaxed |= set(command.relax)
+    if command.moves:
+        angles = command.apply(current.angles, poses)
+        relaxed -= command.driven
+        duration = command.duration_ms
+    return angles, tuple(FINGERS[i] for i in sorted(relaxed)), locked, duration
+
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -205,13 +238,24 @@ class Arbiter:
         except CommandError as exc:
             self._reject(target.hand, message, str(exc), exc.transaction)
             return
+        current = self._states.get(target.hand) or self.state(target.hand)
+        if current.locked and command.moves:
+            self._reject(target.hand, message, _LOCKED, command.transaction)
+            return
         self.accepted += 1
         if command.gesture is not None:
             self._play(target.hand, command)
             return
-        self._end_gesture(target.hand)  # any other command ends a gesture at once
-        current = self._states.get(target.hand) or self.state(target.hand)
-        self._commit(target.hand, command.apply(current.angles, self.poses), command.transaction)
+        self._end_gesture(target.hand)  # any other command ends a gesture at once (a stop too)
+        angles, relaxed, locked, duration = _effects(current, command, self.poses)
+        self._commit(
+            target.hand,
+            angles,
+            command.transaction,
+            relaxed=relaxed,
+            locked=locked,
+            duration_ms=duration,
+        )
 
     # -- gestures --------------------------------------------------------------------------
 
@@ -252,7 +296,8 @@ class Arbiter:
             now if wanted is None else wanted
             for wanted, now in zip(playing.step.angles, current, strict=True)
         )
-        self._commit(playing.hand, angles, playing.transaction, playing.progress)  # type: ignore[arg-type]
+        # A gesture names every finger: relaxed ones are driven again.
+        self._commit(playing.hand, angles, playing.transaction, playing.progress, relaxed=())  # type: ignore[arg-type]
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -262,8 +307,13 @@ class Arbiter:
         angles: Angles,
         transaction: str | int | None,
         gesture: GestureProgress | None = None,
+        *,
+        relaxed: tuple[str, ...] | None = None,
+        locked: bool | None = None,
+        duration_ms: int | None = None,
     ) -> None:
-        """Make ``angles`` the hand's next desired state and publish it."""
+        """Make ``angles`` the hand's next desired state and publish it; the relaxed fingers
+        and the lock stay as they are unless given."""
         current = self._states.get(hand) or self.state(hand)
         # model_construct: every angle was checked by the command parser or the poses file.
         self._states[hand] = HandState.model_construct(
@@ -276,6 +326,9 @@ class Arbiter:
             version=current.version + 1,
             transaction=transaction,
             gesture=gesture,
+            relaxed=current.relaxed if relaxed is None else cast("tuple[Finger, ...]", relaxed),
+            locked=current.locked if locked is None else locked,
+            duration_ms=duration_ms,
         )
         self._publish_state(hand, previous=current)
 

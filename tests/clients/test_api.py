@@ -66,6 +66,30 @@ def test_typed_commands_return_the_new_desired_state(hand: HandClient, system: S
     system.wait_hand(last.angles)
 
 
+def test_relax_stop_unlock_and_timed_moves(hand: HandClient) -> None:
+    fist = hand.pose("fist", duration=0.8)
+    assert (fist.angles, fist.duration_ms) == ((0,) * 5, 800)
+    assert hand.relax("thumb", "index").relaxed == ("index", "thumb")
+    assert hand.set(index=10, duration=0.25).relaxed == ("thumb",)
+    assert hand.relax().relaxed == ("index", "middle", "ring", "pinky", "thumb")
+    stopped = hand.stop()
+    assert stopped.locked
+    with pytest.raises(CommandError, match=r"the hand is locked \(emergency stop\)"):
+        hand.angles([90, None, None, None, None], duration=1)
+    unlocked = hand.unlock()
+    assert not unlocked.locked
+    assert hand.angles([90, None, None, None, None], duration=1).relaxed == (
+        "middle",
+        "ring",
+        "pinky",
+        "thumb",
+    )
+    with pytest.raises(CommandError, match="unknown finger 'toe'"):
+        hand.relax("toe")
+    with pytest.raises(CommandError, match="duration_ms must be a whole number"):
+        hand.pose("open", duration=-1)
+
+
 def test_refusals_raise_the_arbiters_sentence(hand: HandClient) -> None:
     with pytest.raises(CommandError, match="unknown pose 'salute'"):
         hand.pose("salute")

@@ -93,6 +93,23 @@ def test_async_client_commands_and_refusals(system: System, broker: RunningBroke
     system.wait_hand((0, 180, 10, 20, 30))
 
 
+def test_async_relax_stop_unlock_and_timed_moves(system: System, broker: RunningBroker) -> None:
+    async def main() -> None:
+        async with AsyncHandClient(broker.url, base=system.topics.base) as hand:
+            assert (await hand.pose("fist", duration=0.5)).duration_ms == 500
+            assert (await hand.set(ring=90, duration=0.1)).duration_ms == 100
+            assert (await hand.angles([1, 2, 3, 4, 5], duration=2)).duration_ms == 2000
+            assert (await hand.relax("ring")).relaxed == ("ring",)
+            assert (await hand.stop()).locked
+            with pytest.raises(CommandError, match="locked"):
+                await hand.pose("open")
+            unlocked = await hand.unlock()
+            assert not unlocked.locked
+            assert len(unlocked.relaxed) == 5
+
+    asyncio.run(main())
+
+
 def test_no_call_blocks_the_event_loop(system: System, broker: RunningBroker) -> None:
     log: list[tuple[str, int]] = []
 

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tkinter as tk
 from collections.abc import Callable, Iterator
@@ -28,6 +29,7 @@ from hand_mqtt import (
     Arbiter,
     BrokerUrl,
     HandClient,
+    HandState,
     MqttClient,
     PoseBook,
     Topics,
@@ -250,6 +252,55 @@ def test_gesture_buttons_play_the_arbiters_gestures(ui: Ui) -> None:
         "the end of the gesture",
     )
     ui.hand_at(BUILTIN_POSES["open"])
+
+
+def test_stop_is_always_there_and_goes_out_at_once(ui: Ui) -> None:
+    arbiter = ui.system.arbiter
+    assert arbiter is not None
+    window = ui.window
+    ui.root.update()
+    stop = window.stop_button
+    assert stop.winfo_ismapped()
+    inside_x = 0 <= stop.winfo_rootx() - ui.root.winfo_rootx() < ui.root.winfo_width()
+    inside_y = 0 <= stop.winfo_rooty() - ui.root.winfo_rooty() < ui.root.winfo_height()
+    assert inside_x, "the STOP button is outside the window"
+    assert inside_y, "the STOP button is outside the window"
+    assert not window.locked
+    # A command still waiting for its answer does not hold the emergency stop back.
+    release = threading.Event()
+    state = ui.client.state
+    assert state is not None
+
+    def blocked() -> HandState:
+        release.wait(10)
+        return state
+
+    window.run_command("a slow command", blocked)
+    ui.click(stop)  # a real X mouse click
+    ui.pump(lambda: arbiter.state("hand1").locked, what="the arbiter locked")
+    release.set()
+    ui.pump(lambda: window.locked, what="the window to show the lock")
+    ui.shows(window.status["lock"], "LOCKED")
+    ui.shows(window.pose_label, "relaxed: index, middle, ring, pinky, thumb")
+    assert "disabled" not in window.unlock_button.state()
+    window.pose_buttons["fist"].invoke()
+    ui.shows(window.message, "the hand is locked (emergency stop)")
+    window.unlock_button.invoke()
+    ui.pump(lambda: not window.locked, what="the window to show the unlock")
+    assert "disabled" in window.unlock_button.state()
+    window.pose_buttons["fist"].invoke()
+    ui.hand_at(BUILTIN_POSES["fist"])
+    # Escape is the emergency stop too; Relax relaxes without locking.
+    ui.xdotool("key", "--window", str(ui.root.winfo_id()), "Escape")
+    ui.pump(lambda: window.locked, what="Escape to lock the hand")
+    window.unlock_button.invoke()
+    ui.pump(lambda: not arbiter.state("hand1").locked, what="the unlock")
+    window.pose_buttons["open"].invoke()
+    ui.pump(lambda: arbiter.state("hand1").relaxed == (), what="the fingers driven")
+    window.relax_button.invoke()
+    ui.pump(lambda: len(arbiter.state("hand1").relaxed) == 5, what="relax")
+    assert not arbiter.state("hand1").locked
+    ui.idle()
 
 
 def test_window_follows_another_client(ui: Ui) -> None:

@@ -45,7 +45,7 @@ def discovery(system: System, prefix: str) -> Iterator[Discovery]:
     attached.stop()
 
 
-def _configs(url: BrokerUrl, prefix: str, count: int = 6) -> tuple[Recorder, dict[str, Any]]:
+def _configs(url: BrokerUrl, prefix: str, count: int = 9) -> tuple[Recorder, dict[str, Any]]:
     """A fresh subscriber's view of the retained configs (non-empty ones only)."""
     recorder = Recorder(url, f"{prefix}/#")
     wait_until(
@@ -131,6 +131,21 @@ def test_discovery_payloads_are_exact_and_retained(
         "options": [*BUILTIN_POSES, "count", "wave"],
         **common,
     }
+    for suffix, name, press in (
+        ("relax", "Relax", '{"relax": true}'),
+        ("stop", "Stop", '{"lock": true}'),
+        ("unlock", "Unlock", '{"lock": false}'),
+    ):
+        expected[f"{prefix}/button/{base}_hand1_{suffix}/config"] = {
+            "name": name,
+            "unique_id": f"hand_mqtt_{base}_hand1_{suffix}",
+            "default_entity_id": f"button.{base}_hand1_{suffix}",
+            "command_topic": f"{root}/set",
+            "payload_press": press,
+            **common,
+            # A stop needs only the arbiter: it must work while the device is away.
+            "availability": _expected_availability(system.topics)[:1],
+        }
     assert discovery_configs(system.topics, "hand1", PoseBook(), prefix=prefix) == expected
 
     recorder, seen = _configs(system.url, prefix)
@@ -199,6 +214,31 @@ def test_the_pose_select_plays_gestures(system: System, discovery: Discovery, pr
         watcher.close()
 
 
+def test_the_buttons_relax_stop_and_unlock(
+    system: System, discovery: Discovery, prefix: str
+) -> None:
+    arbiter = system.arbiter
+    assert arbiter is not None
+    base = system.topics.base
+    recorder, seen = _configs(system.url, prefix)
+    recorder.close()
+    client = system.client("home-assistant")
+
+    def press(suffix: str) -> None:
+        button = seen[f"{prefix}/button/{base}_hand1_{suffix}/config"]
+        client.publish(button["command_topic"], button["payload_press"])
+
+    try:
+        press("relax")
+        wait_until(lambda: len(arbiter.state("hand1").relaxed) == 5, 5, "relaxed")
+        press("stop")
+        wait_until(lambda: arbiter.state("hand1").locked, 5, "locked")
+        press("unlock")
+        wait_until(lambda: not arbiter.state("hand1").locked, 5, "unlocked")
+    finally:
+        client.stop()
+
+
 def test_home_assistant_birth_republishes(
     system: System, discovery: Discovery, prefix: str
 ) -> None:
@@ -223,7 +263,7 @@ def test_removal_leaves_no_retained_config(
 ) -> None:
     recorder, seen = _configs(system.url, prefix)
     recorder.close()
-    assert len(seen) == 6
+    assert len(seen) == 9
     discovery.stop()
 
     result = CliRunner().invoke(
@@ -284,7 +324,7 @@ def test_arbiter_command_announces_hands(
         text=True,
     )
     try:
-        recorder, seen = _configs(url, prefix, count=12)
+        recorder, seen = _configs(url, prefix, count=18)
         recorder.close()
         assert sorted(seen) == sorted(
             [*discovery_configs(topics, "left", PoseBook(), prefix=prefix),
@@ -311,11 +351,11 @@ def test_hands_that_appear_later_are_announced(system: System, prefix: str) -> N
     attached.start()
     recorder, seen = _configs(system.url, prefix)
     try:
-        assert len(seen) == 6
+        assert len(seen) == 9
         hands.append("hand2")
         attached.refresh()
         wait_until(
-            lambda: len({m.topic for m in recorder.messages if m.payload}) == 12,
+            lambda: len({m.topic for m in recorder.messages if m.payload}) == 18,
             5,
             "the second hand's configs",
         )

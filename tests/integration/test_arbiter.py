@@ -90,3 +90,107 @@ def test_bridge_says_offline_on_a_clean_stop(broker_url: BrokerUrl, topics: Topi
     arbiter.stop()
     wait_until(lambda: recorder.on(topics.bridge_state)[-1].payload == b"offline", 5)
     recorder.close()
+
+
+def test_relax_lock_and_unlock(broker_url: BrokerUrl, topics: Topics) -> None:
+    hand = topics.hand("hand1")
+    arbiter = _arbiter(broker_url, topics)
+    recorder = Recorder(broker_url, hand.error)
+    client = MqttClient(broker_url, name="t")
+    client.connect()
+
+    def send(payload: str, version: int) -> None:
+        client.publish(hand.set, payload.encode(), qos=1)
+        wait_until(lambda: arbiter.state("hand1").version == version, 5)
+
+    try:
+        send('{"pose": "fist", "duration_ms": 800}', 1)
+        assert arbiter.state("hand1").duration_ms == 800
+        send('{"relax": ["thumb", "index"]}', 2)
+        state = arbiter.state("hand1")
+        assert (state.relaxed, state.angles, state.duration_ms) == (
+            ("index", "thumb"),
+            (0,) * 5,
+            None,
+        )
+        # Moving a finger drives it again; the others stay relaxed.
+        send('{"index": 10}', 3)
+        assert arbiter.state("hand1").relaxed == ("thumb",)
+        send('{"lock": true, "transaction": "stop"}', 4)
+        state = arbiter.state("hand1")
+        assert state.locked
+        assert state.relaxed == ("index", "middle", "ring", "pinky", "thumb")
+        assert state.transaction == "stop"
+        # Every motion is refused while locked, on every command topic.
+        client.publish(hand.set, b'{"pose": "open", "transaction": "m1"}', qos=1)
+        client.publish(hand.pose_set, b"peace", qos=1)
+        client.publish(hand.finger_set("ring"), b"+15", qos=1)
+        wait_until(lambda: len(recorder.on(hand.error)) == 3, 5)
+        errors = [json.loads(m.payload) for m in recorder.on(hand.error)]
+        assert {e["error"] for e in errors} == {
+            "the hand is locked (emergency stop) and refuses to move; "
+            'send {"lock": false} to unlock it'
+        }
+        assert errors[0]["transaction"] == "m1"
+        assert arbiter.state("hand1").version == 4
+        # Unlocking moves nothing: the fingers stay relaxed until a command moves them.
+        send('{"lock": false}', 5)
+        state = arbiter.state("hand1")
+        assert not state.locked
+        assert len(state.relaxed) == 5
+        send('{"pose": "open"}', 6)
+        assert arbiter.state("hand1").relaxed == ()
+    finally:
+        client.stop()
+        recorder.close()
+        arbiter.stop()
+
+
+def test_a_lock_survives_an_arbiter_restart(broker_url: BrokerUrl, topics: Topics) -> None:
+    hand = topics.hand("hand1")
+    arbiter = _arbiter(broker_url, topics)
+    client = MqttClient(broker_url, name="t")
+    client.connect()
+    try:
+        client.publish(hand.set, b'{"lock": true}', qos=1)
+        wait_until(lambda: arbiter.state("hand1").locked, 5)
+        arbiter.stop()
+        arbiter = _arbiter(broker_url, topics)
+        assert arbiter.state("hand1").locked
+        assert arbiter.state("hand1").version == 1
+        client.publish(hand.pose_set, b"fist", qos=1)
+        client.publish(hand.set, b'{"lock": false}', qos=1)
+        wait_until(lambda: arbiter.state("hand1").version == 2, 5)
+        assert arbiter.state("hand1").angles == (180,) * 5  # the fist was refused
+    finally:
+        client.stop()
+        arbiter.stop()
+
+
+def test_a_stop_ends_a_gesture_and_refuses_the_next(broker_url: BrokerUrl, topics: Topics) -> None:
+    hand = topics.hand("hand1")
+    arbiter = _arbiter(broker_url, topics)
+    recorder = Recorder(broker_url, hand.error)
+    client = MqttClient(broker_url, name="t")
+    client.connect()
+    try:
+        client.publish(hand.set, b'{"relax": ["ring"]}', qos=1)
+        client.publish(hand.set, b'{"gesture": "count", "repeat": 100}', qos=1)
+        wait_until(lambda: arbiter.state("hand1").gesture is not None, 5, "the gesture to play")
+        assert arbiter.state("hand1").relaxed == ()  # a gesture drives every finger
+        client.publish(hand.set, b'{"lock": true}', qos=1)
+        wait_until(lambda: arbiter.state("hand1").locked, 5, "the lock")
+        locked = arbiter.state("hand1")
+        assert locked.gesture is None
+        client.publish(hand.pose_set, b"wave", qos=1)  # a gesture by name is a motion too
+        wait_until(lambda: recorder.on(hand.error), 5, "the refusal")
+        assert "locked" in json.loads(recorder.on(hand.error)[0].payload)["error"]
+        # Nothing of the gesture comes after the lock: send a sentinel and compare.
+        client.publish(hand.set, b'{"relax": true, "transaction": "sentinel"}', qos=1)
+        wait_until(lambda: arbiter.state("hand1").transaction == "sentinel", 5, "the sentinel")
+        assert arbiter.state("hand1").version == locked.version + 1
+        assert arbiter.state("hand1").angles == locked.angles
+    finally:
+        client.stop()
+        recorder.close()
+        arbiter.stop()

@@ -129,3 +129,34 @@ def test_console_entry_point(system: System, broker: RunningBroker, topics: Topi
     )
     assert done.returncode == 0, done.stderr
     system.wait_hand((180, 0, 0, 180, 180))
+
+
+def test_relax_stop_unlock_and_timed_poses(system: System, cli: CliRunner) -> None:
+    arbiter = system.arbiter
+    assert arbiter is not None
+    result = cli.invoke(app, ["pose", "fist", "--duration", "0.8"])
+    assert result.exit_code == 0, result.output
+    assert arbiter.state("hand1").duration_ms == 800
+    result = cli.invoke(app, ["relax", "thumb", "index", "thumb"])
+    assert result.exit_code == 0, result.output
+    assert "relaxed index,thumb" in result.output
+    result = cli.invoke(app, ["relax", "elbow"])
+    assert result.exit_code == 2
+    assert "unknown finger 'elbow'" in result.output
+    result = cli.invoke(app, ["stop"])
+    assert result.exit_code == 0, result.output
+    assert "relaxed index,middle,ring,pinky,thumb  LOCKED" in result.output
+    result = cli.invoke(app, ["pose", "open"])
+    assert result.exit_code == 1
+    assert "the hand is locked (emergency stop)" in result.output
+    result = cli.invoke(app, ["unlock"])
+    assert result.exit_code == 0, result.output
+    assert "LOCKED" not in result.output
+    result = cli.invoke(app, ["angles", "0", "-", "-", "-", "0", "--duration", "0"])
+    assert result.exit_code == 0, result.output
+    assert "relaxed middle,ring,pinky" in result.output
+    result = cli.invoke(app, ["relax"])
+    assert result.exit_code == 0, result.output
+    assert "relaxed index,middle,ring,pinky,thumb" in result.output
+    result = cli.invoke(app, ["pose", "fist", "--duration", "61"])
+    assert result.exit_code == 2

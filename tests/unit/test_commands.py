@@ -75,6 +75,52 @@ def test_builtin_poses(name: str) -> None:
     assert apply(POSE, name, start=(1, 2, 3, 4, 5)) == POSES[name]
 
 
+@pytest.mark.parametrize(
+    ("topic", "payload", "expected"),
+    [
+        (HAND, '{"relax": true}', Command(relax=(0, 1, 2, 3, 4))),
+        (HAND, '{"relax": ["thumb", "index", "thumb"]}', Command(relax=(0, 4))),
+        (HAND, '{"relax": ["ring"], "transaction": "r"}', Command(relax=(2,), transaction="r")),
+        (HAND, '{"lock": true}', Command(lock=True)),
+        (HAND, '{"lock": false, "transaction": 3}', Command(lock=False, transaction=3)),
+        (HAND, '{"pose": "fist", "duration_ms": 800}', Command(pose="fist", duration_ms=800)),
+        (POSE, '{"pose": "fist", "duration_ms": 800.0}', Command(pose="fist", duration_ms=800)),
+        (
+            HAND,
+            '{"angles": [0, null, 0, null, 0], "duration_ms": 0}',
+            Command(changes=tuple(FingerChange(i, "angle", 0) for i in (0, 2, 4)), duration_ms=0),
+        ),
+        (
+            HAND,
+            '{"index": 10, "thumb": {"delta": -15}, "duration_ms": 60000}',
+            Command(
+                changes=(FingerChange(0, "angle", 10), FingerChange(4, "delta", -15)),
+                duration_ms=60000,
+            ),
+        ),
+        (
+            finger("ring"),
+            '{"angle": 5, "duration_ms": 250}',
+            Command(changes=(FingerChange(2, "angle", 5),), duration_ms=250),
+        ),
+    ],
+)
+def test_relax_lock_and_timed_forms(topic: CommandTopic, payload: str, expected: Command) -> None:
+    assert parse_command(topic, payload.encode(), POSES) == expected
+
+
+def test_which_fingers_a_command_drives() -> None:
+    def driven(topic: CommandTopic, payload: str) -> frozenset[int]:
+        return parse_command(topic, payload.encode(), POSES).driven
+
+    assert driven(HAND, '{"pose": "fist"}') == frozenset(range(5))
+    assert driven(HAND, '{"angles": [1, null, null, null, 1]}') == {0, 4}
+    assert driven(finger("ring"), "+15") == {2}  # a nudge drives, even when clamped
+    assert driven(HAND, '{"relax": true}') == frozenset()
+    assert not parse_command(HAND, b'{"lock": true}', POSES).moves
+    assert parse_command(finger("ring"), b"-15", POSES).moves
+
+
 def test_transaction_is_kept() -> None:
     command = parse_command(HAND, b'{"index": 1, "transaction": 42}', POSES)
     assert command == Command(changes=(FingerChange(0, "angle", 1),), transaction=42)
@@ -123,6 +169,27 @@ def test_transaction_is_kept() -> None:
         (POSE, "[1]", "unknown pose"),
         (POSE, "[1]" + "x" * 100, "unknown pose '[1]xxx"),
         (POSE, '{"pose": "peace", "x": 1}', "expected a pose name"),
+        (HAND, '{"relax": false}', 'relax must be true or a list of finger names such as ["index"'),
+        (HAND, '{"relax": []}', "relax must be true or a list"),
+        (HAND, '{"relax": "index"}', "relax must be true or a list"),
+        (HAND, '{"relax": [1]}', "relax must be true or a list"),
+        (HAND, '{"relax": ["elbow"]}', "relax: unknown finger 'elbow'; fingers are index"),
+        (HAND, '{"relax": true, "index": 90}', "relax cannot be combined with finger names"),
+        (HAND, '{"relax": true, "pose": "fist"}', "relax cannot be combined"),
+        (HAND, '{"relax": true, "duration_ms": 5}', "relax cannot be combined"),
+        (HAND, '{"lock": 1}', "lock must be true (emergency stop) or false (unlock)"),
+        (HAND, '{"lock": "yes"}', "lock must be true"),
+        (HAND, '{"lock": true, "relax": true}', "lock goes alone"),
+        (HAND, '{"lock": false, "index": 3}', "lock goes alone"),
+        (HAND, '{"duration_ms": 800}', "duration_ms needs a pose, angles or finger names"),
+        (HAND, '{"pose": "fist", "duration_ms": -1}', "whole number of milliseconds from 0"),
+        (HAND, '{"pose": "fist", "duration_ms": 60001}', "from 0 to 60000, not 60001"),
+        (HAND, '{"pose": "fist", "duration_ms": 0.5}', "milliseconds from 0 to 60000, not 0.5"),
+        (HAND, '{"pose": "fist", "duration_ms": "800"}', "not '800'"),
+        (HAND, '{"pose": "fist", "duration_ms": true}', "not True"),
+        (HAND, '{"pose": "fist", "duration_ms": null}', "not None"),
+        (POSE, '{"pose": "fist", "duration_ms": -5}', "whole number of milliseconds"),
+        (finger("index"), '{"angle": 5, "duration_ms": 1e9}', "milliseconds"),
     ],
 )
 def test_rejections_say_why(topic: CommandTopic, payload: str, sentence: str) -> None:
@@ -174,7 +241,10 @@ def test_any_bytes_give_a_command_or_a_clear_error(payload: bytes) -> None:
 @given(
     st.dictionaries(
         st.sampled_from(
-            ["index", "middle", "ring", "pinky", "thumb", "pose", "angles", "transaction", "other"]
+            [
+                *("index", "middle", "ring", "pinky", "thumb", "pose", "angles"),
+                *("transaction", "relax", "lock", "duration_ms", "other"),
+            ]
         ),
         json_values,
     )

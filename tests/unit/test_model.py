@@ -95,8 +95,21 @@ def test_bad_base(base: str) -> None:
         HandState(index=0, pose="fist", version=3, transaction="t-1"),
         HandState(thumb=7, pose='we"ird\\pose', version=2**40, transaction=-5),
         HandState(ring=1, pose=None, transaction="ünïcode ✋"),
+        HandState(relaxed=("index", "thumb"), duration_ms=800),
+        HandState(relaxed=("index", "middle", "ring", "pinky", "thumb"), locked=True),
     ],
 )
 def test_fast_state_json_matches_the_model(state: HandState) -> None:
     assert json.loads(state.to_json()) == json.loads(state.model_dump_json())
     assert HandState.model_validate_json(state.to_json()) == state
+
+
+def test_a_state_from_before_relax_and_lock_still_reads() -> None:
+    old = '{"index":1,"middle":2,"ring":3,"pinky":4,"thumb":5,"pose":null,"version":7}'
+    state = HandState.model_validate_json(old)
+    assert (state.relaxed, state.locked, state.duration_ms) == ((), False, None)
+
+
+def test_relaxed_names_only_fingers() -> None:
+    with pytest.raises(ValueError, match="relaxed"):
+        HandState.model_validate({"relaxed": ["elbow"]})
