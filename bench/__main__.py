@@ -11,6 +11,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.api import api_latency
 from bench.common import ROOT, broker_process
 from bench.flood import flood
 from bench.footprint import firmware_size, idle, wire
@@ -19,7 +20,7 @@ from bench.latency import command_latency, relay_floor
 from bench.startup import cli_command, up_ready
 
 logger = logging.getLogger("bench")
-SCENARIOS = ("latency", "flood", "hands", "cli", "footprint")
+SCENARIOS = ("latency", "flood", "hands", "cli", "footprint", "api")
 Row = tuple[str, str, str, str, str]
 
 
@@ -164,6 +165,41 @@ def _run_broker(
                     "arbiter memory per hand KiB",
                     f"{h['kib_per_hand']:.2f}",
                     _budget(kind, h["kib_per_hand"] <= 10, "≤ 10"),
+                ),
+            ]
+        if "api" in args.only:
+            samples, warmup = (300, 50) if q else (2000, 200)
+            a = api_latency(broker.url, samples, warmup)
+            results[f"api/{kind}"] = a
+            for face in ("sync", "async"):
+                name = "HandClient" if face == "sync" else "AsyncHandClient"
+                for wait in ("accepted", "reported"):
+                    s = a[f"{face}_{wait}"]
+                    rows.append(
+                        (
+                            "api",
+                            kind,
+                            f"{name}.set() → {wait} p50 / p99 µs",
+                            f"{s.p50:.0f} / {s.p99:.0f}",
+                            "",
+                        )
+                    )
+            g = a["gesture"]
+            late = g["late_ms"]
+            rows += [
+                (
+                    "gesture",
+                    kind,
+                    f"{g['steps']} steps of 50 ms: lateness p50 / p99 / max ms",
+                    f"{late.p50:.1f} / {late.p99:.1f} / {late.max:.1f}",
+                    _budget(kind, late.p99 <= 20, "p99 ≤ 20"),
+                ),
+                (
+                    "gesture",
+                    kind,
+                    "  drift first → last step ms; length / due s",
+                    f"{g['drift_ms']:.1f}; {g['length_s']:.2f} / {g['due_s']:.2f}",
+                    _budget(kind, abs(g["drift_ms"]) <= 20, "|drift| ≤ 20"),
                 ),
             ]
         if "cli" in args.only and kind == "mosquitto":
