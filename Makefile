@@ -9,11 +9,12 @@ DEB_PACKAGES := mosquitto mosquitto-clients gcc-avr avr-libc arduino-core-avr si
 	libsimavr-dev libelf-dev avrdude xvfb xdotool python3-tk docker-compose
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help run test deps lint typecheck compose-check pytest firmware bench clean
+.PHONY: help run test test-compose deps lint typecheck compose-check pytest firmware bench clean
 
 help:
 	@echo "make run    set up and run broker + arbiter + device service on a simulated hand"
 	@echo "make test   install what the tests need, then ruff, mypy --strict and pytest"
+	@echo "make test-compose  only compose.yaml in a Docker Engine of its own (root)"
 	@echo "make bench  run the benchmark suite"
 
 $(STAMP): pyproject.toml
@@ -53,6 +54,11 @@ pytest: $(STAMP) deps
 	$(BIN)/pytest
 
 test: deps $(STAMP) lint typecheck compose-check pytest
+
+# compose.yaml in a real Docker Engine (part of pytest above): installs docker.io and
+# debootstrap if missing, starts its own dockerd and puts the machine back afterwards.
+test-compose: $(STAMP) deps
+	$(BIN)/pytest -m docker
 
 bench: $(STAMP) deps
 	$(BIN)/python -m bench

@@ -1,8 +1,9 @@
 """compose.yaml: valid for docker-compose and the compose spec, and every command in it is real.
 
-There is no Docker engine here, so each Python service's ``command`` and health check are run
-outside Docker, as they are written (after compose's variable interpolation), against Mosquitto
-running the shipped configuration with users made by ``hand-mqtt users add``.
+These run without a Docker Engine, in seconds: each Python service's ``command`` and health
+check run as plain processes, as they are written (after compose's variable interpolation),
+against Mosquitto running the shipped configuration with users made by ``hand-mqtt users add``.
+tests/deploy/engine/ runs the same file in a real engine.
 """
 
 from __future__ import annotations
@@ -202,10 +203,10 @@ class Deployment:
         }
 
     def localise(self, value: str, ports: Mapping[str, str]) -> str:
-        value = value.replace("@mosquitto:1883", f"@127.0.0.1:{self.broker.port}")
-        for old, new in ports.items():
-            value = value.replace(old, new)
-        return value
+        """Compose's names and ports as this machine's, in one pass (no replacement twice)."""
+        replacements = {"@mosquitto:1883": f"@127.0.0.1:{self.broker.port}", **ports}
+        pattern = "|".join(re.escape(old) for old in sorted(replacements, key=len, reverse=True))
+        return re.sub(pattern, lambda found: replacements[found.group(0)], value)
 
     def run(
         self, name: str, svc: Mapping[str, Any], ports: Mapping[str, str]
@@ -297,7 +298,9 @@ def test_services_start_and_report_healthy_with_the_simulated_profile(
 ) -> None:
     data = compose_file(deployment.env({}))
     services = python_services(data)
-    ports = {"5555": str(free_port())}
+    # The simulated hand listens on the compose network, where the device finds it by name.
+    port = str(free_port())
+    ports = {"hand:5555": f"127.0.0.1:{port}", "5555": port, "0.0.0.0": "127.0.0.1"}
     _arbiter, arbiter_env = deployment.run("arbiter", services["arbiter"], ports)
     hand, _ = deployment.run("hand", services["hand"], ports)
     device, device_env = deployment.run("device-simulated", services["device-simulated"], ports)

@@ -1,0 +1,1 @@
+"""compose.yaml run by a real Docker Engine started by the tests."""
