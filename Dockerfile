@@ -3,6 +3,7 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY protocol ./protocol
+COPY firmware ./firmware
 COPY hand_mqtt ./hand_mqtt
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
