@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
 from hand_mqtt.errors import CommandError
 from hand_mqtt.gestures import MAX_REPEAT
-from hand_mqtt.model import FINGERS, MAX_ANGLE, MIN_ANGLE, Angles, PoseBook
+from hand_mqtt.model import FINGERS, MAX_ANGLE, MIN_ANGLE, Angles, PoseBook, excerpt
 from hand_mqtt.topics import CommandTopic
 
 __all__ = ["MAX_DURATION_MS", "MAX_PAYLOAD_BYTES", "Command", "FingerChange", "parse_command"]
@@ -91,6 +93,19 @@ class Command:
         return tuple(angles)  # type: ignore[return-value]
 
 
+def _shown(value: Any) -> str:
+    """A value quoted in a sentence: its repr, escaped and cut short (a payload can hold 4 kB
+    of anything; the answer to it stays a sentence)."""
+    return excerpt(repr(value), 40)
+
+
+def _some_keys(keys: Iterable[str]) -> str:
+    """The first three keys, quoted, and how many more: a payload may hold hundreds."""
+    ordered = sorted(keys)
+    named = ", ".join(_shown(key) for key in ordered[:3])
+    return named + (f" and {len(ordered) - 3} more" if len(ordered) > 3 else "")
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number this hand understands")
 
@@ -120,10 +135,12 @@ def _delta(value: Any, what: str) -> int:
 
 def _whole_number(value: Any, what: str, kind: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise CommandError(f"{what}: {kind} must be a whole number of degrees, not {value!r}")
+        raise CommandError(f"{what}: {kind} must be a whole number of degrees, not {_shown(value)}")
     if isinstance(value, float):
         if not math.isfinite(value) or not value.is_integer():
-            raise CommandError(f"{what}: {kind} must be a whole number of degrees, not {value!r}")
+            raise CommandError(
+                f"{what}: {kind} must be a whole number of degrees, not {_shown(value)}"
+            )
         return int(value)
     return value
 
@@ -136,6 +153,10 @@ def _transaction(data: dict[str, Any]) -> str | int | None:
         raise CommandError("transaction must be a string or an integer")
     if isinstance(value, str) and not 0 < len(value) <= MAX_TRANSACTION_CHARS:
         raise CommandError(f"transaction must be 1 to {MAX_TRANSACTION_CHARS} characters")
+    if isinstance(value, str) and any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
+        # It is echoed in the state: JSON parsers refuse a lone surrogate, and control
+        # characters have no place in an identifier.
+        raise CommandError("transaction must not hold control characters or lone surrogates")
     if isinstance(value, int) and not -(2**53) < value < 2**53:
         raise CommandError("transaction number is too large")
     return value
@@ -153,7 +174,7 @@ def _duration(data: dict[str, Any]) -> int | None:
     if number is None or not 0 <= number <= MAX_DURATION_MS:
         raise CommandError(
             f"duration_ms must be a whole number of milliseconds from 0 to {MAX_DURATION_MS}, "
-            f"not {repr(value)[:32]}"
+            f"not {_shown(value)}"
         )
     return number
 
@@ -165,7 +186,7 @@ def _relax_list(value: Any) -> tuple[int, ...]:
         unknown = [v for v in value if v not in _FINGER_INDEX]
         if unknown:
             raise CommandError(
-                f"relax: unknown finger {unknown[0][:32]!r}; fingers are {', '.join(FINGERS)}"
+                f"relax: unknown finger {_shown(unknown[0])}; fingers are {', '.join(FINGERS)}"
             )
         return tuple(sorted({_FINGER_INDEX[v] for v in value}))
     raise CommandError('relax must be true or a list of finger names such as ["index", "thumb"]')
@@ -201,7 +222,7 @@ def _finger_text(text: str, finger: str) -> FingerChange:
     if not digits.isascii() or not digits.isdigit() or len(digits) > 4:
         raise CommandError(
             f"{finger}: expected an angle (0 to 180) or a signed delta such as +15 or -15, "
-            f"got {stripped[:32]!r}"
+            f"got {_shown(stripped)}"
         )
     if sign in ("+", "-") and sign:
         return FingerChange(index, "delta", _delta(int(stripped), finger))
@@ -210,13 +231,13 @@ def _finger_text(text: str, finger: str) -> FingerChange:
 
 def _pose(value: Any, poses: PoseBook) -> str:
     if not isinstance(value, str):
-        raise CommandError(f"pose must be a name, not {value!r}")
+        raise CommandError(f"pose must be a name, not {_shown(value)}")
     name = value.strip()
     if name in poses.gestures:
-        raise CommandError(f'{name!r} is a gesture, not a pose: send {{"gesture": "{name}"}}')
+        raise CommandError(f'{_shown(name)} is a gesture, not a pose: send {{"gesture": "{name}"}}')
     if name not in poses:
         known = ", ".join(poses)
-        raise CommandError(f"unknown pose {name[:32]!r}; known poses: {known}")
+        raise CommandError(f"unknown pose {_shown(name)}; known poses: {known}")
     return name
 
 
@@ -226,7 +247,7 @@ def _named(name: Any, poses: PoseBook, transaction: str | int | None = None) -> 
         return Command(gesture=name.strip(), transaction=transaction)
     if isinstance(name, str) and name.strip() not in poses and poses.gestures:
         raise CommandError(
-            f"unknown pose {name.strip()[:32]!r}; known poses: {', '.join(poses)}; "
+            f"unknown pose {_shown(name.strip())}; known poses: {', '.join(poses)}; "
             f"gestures: {', '.join(poses.gestures)}"
         )
     return Command(pose=_pose(name, poses), transaction=transaction)
@@ -237,12 +258,11 @@ def _gesture_command(data: dict[str, Any], poses: PoseBook) -> Command:
     if extra:
         raise CommandError(
             "a gesture is played on its own: give gesture, repeat and transaction only, not "
-            + ", ".join(sorted(repr(k)[:34] for k in extra))
+            + _some_keys(extra)
         )
     name = data["gesture"]
     if not isinstance(name, str) or name not in poses.gestures:
-        shown = name[:32] if isinstance(name, str) else name
-        raise CommandError(f"unknown gesture {shown!r}; gestures: {', '.join(poses.gestures)}")
+        raise CommandError(f"unknown gesture {_shown(name)}; gestures: {', '.join(poses.gestures)}")
     repeat = data.get("repeat", 1)
     if isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= MAX_REPEAT:
         raise CommandError(f"repeat must be a whole number from 1 to {MAX_REPEAT}")
@@ -310,7 +330,7 @@ def _hand_command(text: str, poses: PoseBook) -> Command:
         unknown = set(data) - set(FINGERS) - _HAND_FIELDS
         if unknown:
             raise CommandError(
-                f"unknown field(s) {', '.join(sorted(repr(k)[:34] for k in unknown))}; "
+                f"unknown field(s) {_some_keys(unknown)}; "
                 "expected finger names, pose, angles, duration_ms, gesture, relax, lock or "
                 "transaction"
             )

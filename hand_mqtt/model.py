@@ -34,6 +34,7 @@ __all__ = [
     "PoseBook",
     "Reported",
     "angles_of",
+    "excerpt",
 ]
 
 FINGERS: Final = ("index", "middle", "ring", "pinky", "thumb")
@@ -154,6 +155,36 @@ class Reported(_Frozen):
         return (self.index, self.middle, self.ring, self.pinky, self.thumb)
 
 
+def excerpt(text: str, limit: int) -> str:
+    """``text`` made safe to quote: every unprintable character (control characters, lone
+    surrogates, format characters such as a right-to-left override) shown as an escape such as
+    ``\\x00`` or ``\\ud800``, and cut to ``limit`` characters, ending in ``…`` when cut."""
+    pieces: list[str] = []
+    used = 0
+    for char in text:
+        piece = char if char.isprintable() else _escaped(char)
+        if used + len(piece) > limit - 1:
+            pieces.append("…")
+            break
+        pieces.append(piece)
+        used += len(piece)
+    return "".join(pieces)
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+ERROR_TOPIC_CHARS: Final = 100
+ERROR_PAYLOAD_CHARS: Final = 100
+ERROR_SENTENCE_CHARS: Final = 400
+
+
 class ErrorReport(_Frozen):
     """The answer to a rejected command, published on the hand's ``error`` topic."""
 
@@ -161,6 +192,25 @@ class ErrorReport(_Frozen):
     payload: str
     error: str
     transaction: str | int | None = None
+
+    @classmethod
+    def about(
+        cls,
+        topic: str,
+        payload: bytes,
+        sentence: str,
+        transaction: str | int | None = None,
+    ) -> ErrorReport:
+        """The report on a rejected message, bounded whatever the message held: the topic and
+        the start of the payload as short escaped excerpts (bytes that are not UTF-8 as
+        ``\\xNN``), the sentence cut at :data:`ERROR_SENTENCE_CHARS` characters."""
+        start = payload[: ERROR_PAYLOAD_CHARS * 4].decode("utf-8", "backslashreplace")
+        return cls(
+            topic=excerpt(topic, ERROR_TOPIC_CHARS),
+            payload=excerpt(start, ERROR_PAYLOAD_CHARS),
+            error=excerpt(sentence, ERROR_SENTENCE_CHARS),
+            transaction=transaction,
+        )
 
 
 def angles_of(values: Iterable[int]) -> Angles:

@@ -43,7 +43,6 @@ logger = logging.getLogger("hand_mqtt")
 
 ONLINE: Final = b"online"
 OFFLINE: Final = b"offline"
-_ERROR_PAYLOAD_CHARS: Final = 200
 _LOCKED: Final = (
     'the hand is locked (emergency stop) and refuses to move; send {"lock": false} to unlock it'
 )
@@ -372,16 +371,12 @@ class Arbiter:
         transaction: str | int | None = None,
     ) -> None:
         self.rejected += 1
-        payload = message.payload[: _ERROR_PAYLOAD_CHARS * 4].decode("utf-8", errors="replace")
-        report = ErrorReport(
-            topic=message.topic[:256],
-            payload=payload[:_ERROR_PAYLOAD_CHARS],
-            error=sentence,
-            transaction=transaction,
-        )
+        # Bounded and escaped whatever the message held: 4 kB of control characters must not
+        # become 20 kB for every subscriber, nor garble a terminal or a log.
+        report = ErrorReport.about(message.topic, message.payload, sentence, transaction)
         if hand is None:
             error_topic = f"{self.topics.base}/{BRIDGE}/error"
         else:
             error_topic = self._hand_topics.get(hand, self.topics.hand(hand)).error
-        logger.info("arbiter: rejected a command on %s: %s", message.topic[:256], sentence)
+        logger.info("arbiter: rejected a command on %s: %s", report.topic, report.error)
         self.client.publish(error_topic, report.model_dump_json(), qos=1)

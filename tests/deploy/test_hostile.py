@@ -101,10 +101,16 @@ def test_pose_topic_any_text_gives_a_pose_or_a_sentence(text: str) -> None:
         assert result in BUILTIN_POSES.values()
 
 
+# What a transaction may hold: text that can travel in JSON and be read back.
+TRANSACTION_TEXT = st.text(
+    st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=64
+)
+
+
 @RELAXED
 @given(
     st.dictionaries(st.sampled_from(FINGERS), st.integers(0, 180), min_size=1),
-    st.one_of(st.none(), st.text(min_size=1, max_size=64), st.integers(-(2**52), 2**52)),
+    st.one_of(st.none(), TRANSACTION_TEXT, st.integers(-(2**52), 2**52)),
 )
 def test_valid_finger_maps_are_never_refused(angles: dict[str, int], txn: object) -> None:
     body: dict[str, object] = dict(angles)
@@ -249,11 +255,12 @@ def test_hostile_corpus_is_refused_with_a_sentence_and_service_goes_on(system: S
             attacker.publish(topic, payload, wait=5)
             answered = functools.partial(lambda count: len(recorder.on(t.error)) >= count, n)
             wait_until(answered, 10, f"error for {payload[:40]!r}")
-            report = json.loads(recorder.on(t.error)[-1].payload)
+            raw = recorder.on(t.error)[-1].payload
+            report = json.loads(raw)
             assert report["topic"] == topic
             assert isinstance(report["error"], str)
             assert len(report["error"]) > 10
-            assert len(report["payload"]) <= 200
+            assert_bounded(raw)
         assert system.state().version == 0
         system.wait_hand(OPEN)
         for suffix, payload, expected in ODD_BUT_VALID:
@@ -264,6 +271,81 @@ def test_hostile_corpus_is_refused_with_a_sentence_and_service_goes_on(system: S
         attacker.publish(t.set, b'{"pose": "peace", "transaction": "ok"}', wait=5)
         system.wait_hand(BUILTIN_POSES["peace"])
         assert system.state().transaction == "ok"
+    finally:
+        attacker.stop()
+        recorder.close()
+
+
+def assert_bounded(raw: bytes) -> None:
+    """An error message is short and holds only printable text, whatever the command held."""
+    assert len(raw) <= ERROR_MESSAGE_BYTES, f"{len(raw)} bytes"
+    report = json.loads(raw)
+    for field in ("topic", "payload", "error"):
+        assert report[field].isprintable(), report[field]
+    assert len(report["payload"]) <= 100
+
+
+ERROR_MESSAGE_BYTES = 3 * 1024
+AMPLIFIERS: list[tuple[str, bytes]] = [
+    # 4 kB of control characters: each would be six bytes as a JSON escape.
+    ("set", bytes(range(32)) * 128),
+    ("index/set", bytes(range(1, 32)) * 132),
+    ("pose/set", b"\x1b[2J" * 800),
+    # Hundreds of unknown fields, each named in the answer before.
+    ("set", json.dumps({f"\u0001{i:03}": 0 for i in range(250)}).encode()),
+    ("set", json.dumps({f"k{i}": 0 for i in range(370)}).encode()),
+    ("set", json.dumps({"index": list(range(800))}).encode()),
+    ("set", json.dumps({"pose": ["x" * 10] * 250}).encode()),
+    ("set", json.dumps(dict.fromkeys(FINGERS, "\u202e" * 60)).encode()),
+    ("index/set", "✌️".encode() * 600),
+    ("set", json.dumps({"gesture": "count", **{f"k{i}": 0 for i in range(300)}}).encode()),
+    ("set", json.dumps({"gesture": list(range(800))}).encode()),
+]
+
+
+def test_errors_stay_small_whatever_the_command_holds(system: System) -> None:
+    t = system.hand_topics
+    recorder = Recorder(system.url, t.error)
+    attacker = system.client("attacker")
+    try:
+        for n, (suffix, payload) in enumerate(AMPLIFIERS, 1):
+            assert len(payload) <= 4096
+            attacker.publish(f"{t.root}/{suffix}", payload, wait=5)
+            answered = functools.partial(lambda count: len(recorder.on(t.error)) >= count, n)
+            wait_until(answered, 10, f"error for {payload[:40]!r}")
+            assert_bounded(recorder.on(t.error)[-1].payload)
+    finally:
+        attacker.stop()
+        recorder.close()
+
+
+def test_a_transaction_that_cannot_be_read_back_is_refused_and_answered(system: System) -> None:
+    """A lone surrogate is valid in a JSON string escape but not in the text it stands for:
+    echoed in the state, it made the state unreadable to the device service. It is refused,
+    and answered like any bad command, also beside a bad angle."""
+    t = system.hand_topics
+    recorder = Recorder(system.url, t.error)
+    attacker = system.client("attacker")
+    try:
+        for n, payload in enumerate(
+            [
+                b'{"index": 77, "transaction": "\\ud800"}',
+                b'{"index": 999, "transaction": "\\ud800"}',
+                b'{"index": {"angle": 77}, "transaction": "a\\udfffb"}',
+                b'{"pose": "fist", "transaction": "\\u0000"}',
+            ],
+            1,
+        ):
+            attacker.publish(t.set, payload, wait=5)
+            answered = functools.partial(lambda count: len(recorder.on(t.error)) >= count, n)
+            wait_until(answered, 10, f"error for {payload!r}")
+            raw = recorder.on(t.error)[-1].payload
+            assert_bounded(raw)
+            assert json.loads(raw)["transaction"] is None
+        assert system.state().version == 0
+        attacker.publish(t.set, '{"index": 77, "transaction": "✌️ ok"}'.encode(), wait=5)
+        system.wait_reported((77, 180, 180, 180, 180))
+        assert system.state().transaction == "✌️ ok"
     finally:
         attacker.stop()
         recorder.close()

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hand_mqtt import Angles, Command, CommandError, FingerChange, PoseBook, parse_command
+from hand_mqtt.model import excerpt
 from hand_mqtt.topics import CommandTopic
 
 POSES = PoseBook({"wave": (180, 90, 90, 90, 180)})
@@ -162,6 +163,9 @@ def test_transaction_is_kept() -> None:
         (HAND, '{"angles": [1, 2, 3, 4, 5], "index": 3}', "either angles"),
         (HAND, '{"index": 1, "transaction": [1]}', "transaction must be"),
         (HAND, '{"index": 1, "transaction": ""}', "transaction must be"),
+        (HAND, '{"index": 1, "transaction": "\\ud800"}', "lone surrogates"),
+        (HAND, '{"index": 1, "transaction": "a\\u0007"}', "control characters"),
+        (HAND, '{"elbow": 1, "knee": 2, "hip": 3, "toe": 4}', "'knee' and 1 more"),
         (HAND, "[" * 5000, "4096"),
         (HAND, "[" * 3000 + "]" * 3000, "4096"),
         (HAND, "[" * 2000 + "]" * 2000, "nested too deeply"),
@@ -258,3 +262,46 @@ def test_any_json_object_gives_a_command_or_a_clear_error(data: dict[str, object
             pytest.fail("a rejection without a sentence")
     else:
         assert all(0 <= a <= 180 for a in command.apply((0, 90, 180, 45, 135), POSES))
+
+
+def test_a_bad_transaction_is_not_echoed() -> None:
+    with pytest.raises(CommandError) as info:
+        parse_command(HAND, b'{"index": 999, "transaction": "\\ud800"}', POSES)
+    assert info.value.transaction is None
+    assert "lone surrogates" in str(info.value)
+
+
+def test_printable_transactions_are_kept() -> None:
+    for text in ["✌️", "peace sign ☮", "שלום", "𝄞", "a b"]:
+        payload = json.dumps({"index": 1, "transaction": text}).encode()
+        assert parse_command(HAND, payload, POSES).transaction == text
+
+
+@RELAXED
+@given(st.dictionaries(st.text(max_size=40), json_values, min_size=1, max_size=60))
+def test_sentences_stay_short_whatever_the_object(data: dict[str, object]) -> None:
+    payload = json.dumps(data).encode()[:4096]
+    for topic in (HAND, POSE, finger("index")):
+        sentence = ""
+        try:
+            parse_command(topic, payload, POSES)
+        except CommandError as exc:
+            sentence = str(exc)
+        assert len(sentence) <= 1000
+        assert sentence.isprintable()
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "shown"),
+    [
+        ("hello", 10, "hello"),
+        ("a\x00b", 10, "a\\x00b"),
+        ("\ud800", 10, "\\ud800"),
+        ("\u202eevil", 20, "\\u202eevil"),
+        ("x" * 20, 10, "x" * 9 + "…"),
+        ("\x01" * 10, 10, "\\x01\\x01…"),
+        ("✌️ ok", 10, "✌️ ok"),
+    ],
+)
+def test_excerpts_are_printable_and_short(text: str, limit: int, shown: str) -> None:
+    assert excerpt(text, limit) == shown
