@@ -6,8 +6,9 @@ Both brokers read the same two files:
   format (PBKDF2-HMAC-SHA512: ``$7$<iterations>$<base64 salt>$<base64 digest>``);
   ``mosquitto_passwd`` writes the same thing;
 - the **ACL file**: Mosquitto's ``acl_file`` syntax (``user``, ``topic``, ``pattern``), written
-  from a role per user by :func:`render_acl`. The role is kept in a ``# role:`` comment above
-  each ``user`` line, so the file can be read back (:func:`read_roles`) and rewritten.
+  from an account per user by :func:`render_acl`. The role (and a device account's hand) is
+  kept in a ``# role:`` comment above each ``user`` line, so the file can be read back
+  (:func:`read_acl`) and rewritten.
 
 :class:`AccessRules` answers "may this client read/write this topic" with Mosquitto's rules,
 for the embedded broker's authenticated mode (see ``hand_mqtt.broker.embedded``).
@@ -26,23 +27,26 @@ import re
 import secrets
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 from hand_mqtt.errors import ConfigError
 from hand_mqtt.model import FINGERS
-from hand_mqtt.topics import BRIDGE, Topics
+from hand_mqtt.topics import BRIDGE, DISCOVERY_PREFIX, Topics, validate_hand_name
 
 __all__ = [
     "DEFAULT_ITERATIONS",
+    "Account",
+    "AclFile",
     "Grant",
     "Role",
+    "check_discovery_prefix",
     "default_users",
     "hash_password",
     "new_password",
+    "read_acl",
     "read_password_file",
-    "read_roles",
     "render_acl",
     "role_grants",
     "verify_password",
@@ -53,22 +57,48 @@ DEFAULT_ITERATIONS: Final = 10_000
 """PBKDF2 rounds for new hashes (``mosquitto_passwd`` uses 101; any count is read back)."""
 _SALT_BYTES: Final = 12
 _USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
-_ROLE_COMMENT = re.compile(r"^#\s*role:\s*(\S+)\s*$")
+_ROLE_COMMENT = re.compile(r"^#\s*role:\s*(\S+)(?:\s+(\S+))?\s*$")
+_PREFIX = re.compile(r"^[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64})*$")
 
 
 class Role(enum.StrEnum):
     """What a user may do. Services get their own role; people get operator or viewer."""
 
     arbiter = "arbiter"
-    """Reads commands and the retained state; the only writer of desired state and errors."""
+    """Reads commands and the retained state; the only writer of desired state and errors;
+    announces the hands to Home Assistant."""
     device = "device"
-    """Reads desired state; the only writer of ``reported`` and ``availability``."""
+    """For one hand: reads its desired state; the only writer of its ``reported`` and
+    ``availability``."""
     operator = "operator"
-    """Sends commands and reads everything under the base topic."""
+    """Sends commands and reads the hands' topics."""
     viewer = "viewer"
-    """Reads everything under the base topic; sends nothing."""
+    """Reads the hands' topics; sends nothing."""
+    homeassistant = "homeassistant"
+    """Home Assistant: an operator that also reads the discovery configs and says when it is
+    online on ``<prefix>/status``."""
     none = "none"
     """Can log in and see nothing (a disabled account)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A user's role and, for a device account, the one hand it drives."""
+
+    role: Role
+    hand: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.role is Role.device:
+            if self.hand is None:
+                raise ConfigError("a device account drives one hand: give its hand")
+            validate_hand_name(self.hand)
+        elif self.hand is not None:
+            raise ConfigError(f"only a device account has a hand, not a {self.role.value} one")
+
+    def describe(self) -> str:
+        """``device hand1``, ``operator``: what the ``# role:`` comment of the ACL says."""
+        return self.role.value if self.hand is None else f"{self.role.value} {self.hand}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,46 +112,75 @@ class Grant:
         return f"topic {self.access} {self.topic}"
 
 
-def role_grants(role: Role, base: str = "hand") -> list[Grant]:
-    """The ``topic`` lines a role gets under ``base`` (see docs/security.md for the table)."""
+def _readable(b: str) -> list[Grant]:
+    """What people read: every topic of every hand (``<base>/<hand>/<topic>``), the command
+    topics of fingers and poses, and the arbiter's ``<base>/bridge/<topic>``.
+
+    Not ``<base>/#``: that would include each client's echo topic,
+    ``<base>/bridge/sync/<client id>``, and so every client's id, which anyone holding a login
+    could then use to knock that client off the broker (MQTT gives a client id to the newest
+    connection that claims it).
+    """
+    return [Grant("read", f"{b}/+/+"), Grant("read", f"{b}/+/+/set")]
+
+
+def _commands(b: str) -> list[Grant]:
+    return [Grant("write", f"{b}/+/set"), Grant("write", f"{b}/+/+/set")]
+
+
+def role_grants(
+    account: Account | Role, base: str = "hand", discovery_prefix: str = DISCOVERY_PREFIX
+) -> list[Grant]:
+    """The ``topic`` lines an account gets (see docs/security.md for the table)."""
+    account = account if isinstance(account, Account) else Account(account)
     b = Topics(base).base
-    fingers = [Grant("write", f"{b}/+/{finger}") for finger in FINGERS]
-    match role:
+    p = discovery_prefix
+    match account.role:
         case Role.arbiter:
             return [
                 Grant("read", f"{b}/+/set"),
                 Grant("read", f"{b}/+/+/set"),
                 Grant("readwrite", f"{b}/+/state"),
-                *fingers,
+                *(Grant("write", f"{b}/+/{finger}") for finger in FINGERS),
                 Grant("write", f"{b}/+/error"),
-                Grant("readwrite", f"{b}/{BRIDGE}/#"),
+                # Its own namespace: bridge/state, poses, gestures... (not the echo topics,
+                # one level deeper).
+                Grant("readwrite", f"{b}/{BRIDGE}/+"),
+                Grant("write", f"{p}/+/+/config"),
+                Grant("read", f"{p}/status"),
             ]
         case Role.device:
+            h = f"{b}/{account.hand}"
             return [
-                Grant("read", f"{b}/+/state"),
-                Grant("readwrite", f"{b}/+/reported"),
-                Grant("readwrite", f"{b}/+/availability"),
+                Grant("read", f"{h}/state"),
+                Grant("readwrite", f"{h}/reported"),
+                Grant("readwrite", f"{h}/availability"),
             ]
         case Role.operator:
-            return [
-                Grant("write", f"{b}/+/set"),
-                Grant("write", f"{b}/+/+/set"),
-                Grant("read", f"{b}/#"),
-            ]
+            return [*_commands(b), *_readable(b)]
         case Role.viewer:
-            return [Grant("read", f"{b}/#")]
+            return _readable(b)
+        case Role.homeassistant:
+            return [
+                *_commands(b),
+                *_readable(b),
+                Grant("read", f"{p}/#"),
+                Grant("write", f"{p}/status"),
+            ]
         case Role.none:
             return []
-    raise ConfigError(f"unknown role {role!r}")  # pragma: no cover - the match is exhaustive
+    raise ConfigError(f"unknown role {account.role!r}")  # pragma: no cover - exhaustive match
 
 
-def default_users() -> dict[str, Role]:
-    """The accounts the shipped ``broker/acl`` describes: one per role."""
+def default_users() -> dict[str, Account]:
+    """The accounts the shipped ``broker/acl`` describes: one per role (the device account
+    for the hand ``hand1``)."""
     return {
-        "arbiter": Role.arbiter,
-        "device": Role.device,
-        "operator": Role.operator,
-        "viewer": Role.viewer,
+        "arbiter": Account(Role.arbiter),
+        "device": Account(Role.device, "hand1"),
+        "homeassistant": Account(Role.homeassistant),
+        "operator": Account(Role.operator),
+        "viewer": Account(Role.viewer),
     }
 
 
@@ -135,41 +194,67 @@ def check_username(name: str) -> str:
 # -- the ACL file ------------------------------------------------------------------------------
 
 
-def render_acl(users: Mapping[str, Role], base: str = "hand") -> str:
-    """The ACL file for ``users`` (name → role) under the base topic ``base``."""
+def render_acl(
+    users: Mapping[str, Account | Role],
+    base: str = "hand",
+    discovery_prefix: str = DISCOVERY_PREFIX,
+) -> str:
+    """The ACL file for ``users`` (name → account, or role) under the base topic ``base``."""
     b = Topics(base).base
+    prefix = check_discovery_prefix(discovery_prefix)
     lines = [
         "# Mosquitto ACL for hand-mqtt. Written by `hand-mqtt users`; edit it with that command.",
         f"# base: {b}",
+        f"# discovery prefix: {prefix}",
         "#",
         "# No topic lines before the first user: a client without a user name gets no rights.",
-        "# Every client may use its own echo topic (the client id is substituted for %c);",
-        "# the services and the CLI use it to know that the retained messages have arrived.",
+        "# Every client may use its own echo topic (the client id is substituted for %c), and",
+        "# only its own: the services and the CLI use it to know that the retained messages",
+        "# have arrived, and nobody else reads it, so nobody learns another client's id.",
         f"pattern readwrite {b}/{BRIDGE}/sync/%c",
     ]
     for name in sorted(users):
-        role = users[name]
-        lines += ["", f"# role: {role.value}", f"user {check_username(name)}"]
-        lines += [grant.line() for grant in role_grants(role, b)]
+        entry = users[name]
+        account = entry if isinstance(entry, Account) else Account(entry)
+        lines += ["", f"# role: {account.describe()}", f"user {check_username(name)}"]
+        lines += [grant.line() for grant in role_grants(account, b, prefix)]
     return "\n".join(lines) + "\n"
 
 
-def read_roles(text: str) -> tuple[str | None, dict[str, Role]]:
-    """Read back the base topic and the users' roles from a file :func:`render_acl` wrote."""
+@dataclass(slots=True)
+class AclFile:
+    """What :func:`read_acl` reads back from a file :func:`render_acl` wrote."""
+
     base: str | None = None
-    users: dict[str, Role] = {}
-    pending: Role | None = None
+    discovery_prefix: str | None = None
+    users: dict[str, Account] = field(default_factory=dict)
+
+
+def read_acl(text: str) -> AclFile:
+    """Read back the base topic, the discovery prefix and the users' accounts."""
+    found = AclFile()
+    pending: Account | None = None
     for raw in text.splitlines():
         line = raw.strip()
         if line.startswith("# base:"):
-            base = line.split(":", 1)[1].strip()
+            found.base = line.split(":", 1)[1].strip()
             continue
-        found = _ROLE_COMMENT.match(line)
-        if found:
+        if line.startswith("# discovery prefix:"):
+            found.discovery_prefix = line.split(":", 1)[1].strip()
+            continue
+        comment = _ROLE_COMMENT.match(line)
+        if comment:
             try:
-                pending = Role(found.group(1))
+                role = Role(comment.group(1))
             except ValueError:
-                raise ConfigError(f"unknown role {found.group(1)!r} in the ACL file") from None
+                raise ConfigError(f"unknown role {comment.group(1)!r} in the ACL file") from None
+            if role is Role.device and comment.group(2) is None:
+                raise ConfigError(
+                    "a device account in the ACL file names no hand (a file from an older "
+                    "hand-mqtt): add it again with `hand-mqtt users add NAME --role device "
+                    "--hand HAND`"
+                )
+            pending = Account(role, comment.group(2))
             continue
         if line.startswith("user "):
             name = line[5:].strip()
@@ -178,9 +263,18 @@ def read_roles(text: str) -> tuple[str | None, dict[str, Role]]:
                     f"user {name!r} in the ACL file has no '# role:' line above it; "
                     "it was edited by hand: add the line or manage it with `hand-mqtt users`"
                 )
-            users[name] = pending
+            found.users[name] = pending
             pending = None
-    return base, users
+    return found
+
+
+def check_discovery_prefix(prefix: str) -> str:
+    """Return ``prefix`` if it can be Home Assistant's discovery prefix, else raise."""
+    if not _PREFIX.match(prefix):
+        raise ConfigError(
+            f"discovery prefix {prefix!r} must be '/'-separated letters, digits, '-' or '_'"
+        )
+    return prefix
 
 
 # -- passwords -------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ __all__ = ["DEFAULT_BROKER", "BrokerUrl", "Message", "MqttClient", "Will", "reda
 logger = logging.getLogger("hand_mqtt")
 
 DEFAULT_BROKER: Final = "mqtt://127.0.0.1:1883"
+STABLE_CONNECTION_S: Final = 30.0
+"""A connection that lasted this long resets the reconnect delay to its shortest."""
 _DEFAULT_PORTS: Final = {
     "mqtt": 1883,
     "tcp": 1883,
@@ -172,6 +174,24 @@ class _PahoClient(paho.Client):
     """
 
     network_thread: int | None = None
+    connected_at: float | None = None
+    """When the broker last accepted our CONNECT (monotonic clock), until we reconnect."""
+    held_delay: int | None = None
+
+    def _reconnect_wait(self) -> None:
+        """paho starts again from its shortest delay after every accepted CONNECT. A connection
+        that is dropped again at once (its client id taken over, a broker at a limit) would then
+        come back four times a second, the broker publishing its will and the service its
+        availability each time. So the delay only starts afresh after a connection that lasted.
+        """
+        since, self.connected_at = self.connected_at, None
+        brief = since is not None and time.monotonic() - since < STABLE_CONNECTION_S
+        with self._reconnect_delay_mutex:
+            if brief and self._reconnect_delay is None:
+                self._reconnect_delay = self.held_delay
+        super()._reconnect_wait()
+        with self._reconnect_delay_mutex:
+            self.held_delay = self._reconnect_delay
 
     def release(self) -> None:
         """Close every socket now; paho otherwise leaves its wake-up pair to the collector."""
@@ -242,7 +262,9 @@ class MqttClient:
     ) -> None:
         self.url = url
         self.name = name
-        self.client_id = client_id or f"hand-mqtt-{name}-{uuid.uuid4().hex[:10]}"
+        # 128 random bits: a client id is a capability (MQTT gives it to the newest connection
+        # that claims it), so it is never guessable and never published.
+        self.client_id = client_id or f"hand-mqtt-{name}-{uuid.uuid4().hex}"
         transport: Literal["tcp", "websockets"] = "websockets" if url.websockets else "tcp"
         self._paho = _PahoClient(
             CallbackAPIVersion.VERSION2,
@@ -445,6 +467,7 @@ class MqttClient:
             logger.warning("%s: broker %s refused: %s", self.name, self.url, self._failure)
             return
         self._network_thread = self._paho.network_thread = threading.get_ident()
+        self._paho.connected_at = time.monotonic()
         sock = client.socket()
         if isinstance(sock, socket.socket):
             # Without this each hop waits for the peer's delayed ACK: about 40 ms.

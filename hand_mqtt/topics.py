@@ -9,9 +9,18 @@ from typing import Final, Literal
 from hand_mqtt.errors import ConfigError
 from hand_mqtt.model import FINGERS
 
-__all__ = ["BRIDGE", "CommandTopic", "HandTopics", "Topics", "validate_hand_name"]
+__all__ = [
+    "BRIDGE",
+    "DISCOVERY_PREFIX",
+    "CommandTopic",
+    "HandTopics",
+    "Topics",
+    "validate_hand_name",
+]
 
 BRIDGE: Final = "bridge"
+DISCOVERY_PREFIX: Final = "homeassistant"
+"""Home Assistant's MQTT discovery prefix, unless configured otherwise."""
 _SEGMENT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _FINGER_SET = frozenset(FINGERS)
 

@@ -36,39 +36,6 @@ def _matches(topic_filter: str, topic: str) -> bool:
     return len(want) == len(have)
 
 
-def _covers(grant: str, topic_filter: str) -> bool:
-    """Whether every topic ``topic_filter`` can match is matched by ``grant``."""
-    if topic_filter.startswith("$") != grant.startswith("$"):
-        return False
-    g = grant.split("/")
-    f = topic_filter.split("/")
-    for i, level in enumerate(g):
-        if level == "#":
-            return True
-        if i >= len(f):
-            return False
-        if f[i] == "#":
-            return False
-        if level == "+":
-            continue
-        if f[i] != level:
-            return False
-    return len(g) == len(f)
-
-
-def _overlaps(a: str, b: str) -> bool:
-    """Whether some topic matches both filters."""
-    x, y = a.split("/"), b.split("/")
-    for i in range(max(len(x), len(y))):
-        if i >= len(x) or i >= len(y):
-            return False
-        if x[i] == "#" or y[i] == "#":
-            return True
-        if x[i] != y[i] and "+" not in (x[i], y[i]):
-            return False
-    return True
-
-
 @dataclass(frozen=True, slots=True)
 class _Rule:
     access: int  # READ | WRITE, or 0 for deny
@@ -151,14 +118,3 @@ class AccessRules:
                 if rule.access & access:
                     return True
         return False
-
-    def may_subscribe(self, username: str | None, client_id: str, topic_filter: str) -> bool:
-        """Whether every topic ``topic_filter`` can match is readable by the client.
-
-        Mosquitto accepts any subscription and checks each message; a broker that hands out
-        retained messages without a per-message check must refuse what it cannot filter.
-        """
-        rules = list(self._rules_for(username, client_id))
-        if any(r.access == 0 and _overlaps(r.topic, topic_filter) for r in rules):
-            return False
-        return any(r.access & READ and _covers(r.topic, topic_filter) for r in rules)

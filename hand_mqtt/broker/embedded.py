@@ -115,14 +115,9 @@ def _plugin_classes() -> dict[str, type]:
                 return allowed
             if action == Action.RECEIVE:
                 return self._rules.allowed(username, client_id, topic, READ)
-            if action == Action.SUBSCRIBE:
-                # amqtt sends retained messages on subscription without asking us, so a
-                # subscription must stay within what the client may read.
-                allowed = self._rules.may_subscribe(username, client_id, topic)
-                if not allowed:
-                    logger.info("embedded broker: %r may not subscribe to %s", username, topic)
-                return allowed
-            return False
+            # Like Mosquitto: any subscription, and each message it brings checked on its way
+            # (the retained ones too, see HandBroker).
+            return bool(action == Action.SUBSCRIBE)
 
     return {"PasswordFilePlugin": PasswordFilePlugin, "AclFilePlugin": AclFilePlugin}
 
@@ -256,9 +251,10 @@ class _SubscriptionTable(dict[str, list[Any]]):
 def _broker_class() -> type:
     """amqtt's Broker, with what hand-mqtt relies on and amqtt 0.12 does not do by itself.
 
-    - Retained messages go to a client only for its own subscriptions. amqtt 0.12 replays, to
-      every client that connects, the retained messages matching *every* subscription any
-      client holds, without asking the ACL: a client with no rights would read the hand's state.
+    - Retained messages go to a client only for its own subscriptions, and only those it may
+      read. amqtt 0.12 replays, to every client that connects, the retained messages matching
+      *every* subscription any client holds, and never asks the ACL about retained messages: a
+      client with no rights would read the hand's state.
     - A login is checked before anything happens to an existing session with the same client
       id. amqtt 0.12 deletes that session (or hands it the newcomer's credentials) first, so a
       refused login left the service that held the id connected but deaf.
@@ -440,10 +436,28 @@ def _broker_class() -> type:
         async def _publish_retained_messages_for_subscription(
             self, subscription: tuple[str, int], session: Any
         ) -> None:
-            holders = self._subscriptions.get(subscription[0], [])
+            topic_filter, qos = subscription
+            holders = self._subscriptions.get(topic_filter, [])
             if not any(held.client_id == session.client_id for held, _qos in holders):
                 return
-            await super()._publish_retained_messages_for_subscription(subscription, session)
+            handler = self._get_handler(session)
+            if handler is None:
+                return
+            sends = []
+            for retained in list(self._retained_messages.values()):
+                if not self._matches(retained.topic, topic_filter):
+                    continue
+                if not await self._topic_filtering(session, retained.topic, Action.RECEIVE):
+                    continue
+                sends.append(
+                    asyncio.ensure_future(
+                        handler.mqtt_publish(
+                            retained.topic, retained.data, min(qos, retained.qos or qos), True
+                        )
+                    )
+                )
+            if sends:
+                await asyncio.wait(sends)
 
     for method in (
         "_initialize_client_session",

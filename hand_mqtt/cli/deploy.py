@@ -18,12 +18,15 @@ import typer
 
 from hand_mqtt.accounts import (
     DEFAULT_ITERATIONS,
+    Account,
+    AclFile,
     Role,
+    check_discovery_prefix,
     check_username,
     hash_password,
     new_password,
+    read_acl,
     read_password_file,
-    read_roles,
     render_acl,
     write_password_file,
     write_private,
@@ -31,7 +34,7 @@ from hand_mqtt.accounts import (
 from hand_mqtt.errors import ConfigError
 from hand_mqtt.model import Reported
 from hand_mqtt.mqtt import Message, MqttClient
-from hand_mqtt.topics import validate_hand_name
+from hand_mqtt.topics import DISCOVERY_PREFIX, validate_hand_name
 
 from .common import (
     DEFAULT_BASE,
@@ -91,14 +94,14 @@ def register(app: typer.Typer) -> None:
     app.command("health")(health)
 
 
-def _read_acl(path: Path) -> tuple[str | None, dict[str, Role]]:
+def _read_acl(path: Path) -> AclFile:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return None, {}
+        return AclFile()
     except OSError as exc:
         raise ConfigError(f"cannot read the ACL file {path}: {exc.strerror}") from None
-    return read_roles(text)
+    return read_acl(text)
 
 
 def _password(from_stdin: bool) -> tuple[str, bool]:
@@ -115,37 +118,61 @@ def _password(from_stdin: bool) -> tuple[str, bool]:
 def users_add(
     name: Annotated[str, typer.Argument(help="User name (what clients give as their user).")],
     role: Annotated[Role, typer.Option("--role", "-r", help="What the user may do.")],
+    hand: Annotated[
+        str,
+        typer.Option(
+            "--hand", envvar="HAND_MQTT_HAND", help="device: the one hand this account drives."
+        ),
+    ] = DEFAULT_HAND,
     password_stdin: PasswordStdinOption = False,
     password_file: PasswordFileOption = DEFAULT_PASSWORD_FILE,
     acl_file: AclFileOption = DEFAULT_ACL_FILE,
     base: BaseOption = DEFAULT_BASE,
+    discovery_prefix: Annotated[
+        str,
+        typer.Option(
+            "--discovery-prefix",
+            envvar="HAND_MQTT_DISCOVERY_PREFIX",
+            help="Home Assistant's discovery prefix (what the arbiter may announce under).",
+        ),
+    ] = DISCOVERY_PREFIX,
     iterations: Annotated[
         int, typer.Option(help="PBKDF2 rounds for the hash.", min=1, max=10_000_000)
     ] = DEFAULT_ITERATIONS,
 ) -> None:
     """Add a user (or change an existing one's role and password).
 
-    A new random password is printed on stdout, once; nothing else is. Keep it in the service's
-    environment (.env for docker compose) or hand it to the person.
+    A device account drives one hand (--hand). A new random password is printed on stdout,
+    once; nothing else is. Keep it in the service's environment (.env for docker compose) or
+    hand it to the person.
     """
     with handle_errors():
         check_username(name)
         topics(base)
-        file_base, roles = _read_acl(acl_file)
-        if file_base is not None and file_base != base:
+        check_discovery_prefix(discovery_prefix)
+        account = Account(role, validate_hand_name(hand) if role is Role.device else None)
+        acl = _read_acl(acl_file)
+        if acl.base is not None and acl.base != base:
             raise ConfigError(
-                f"{acl_file} is for base topic {file_base!r}, not {base!r}; pass --base {file_base}"
+                f"{acl_file} is for base topic {acl.base!r}, not {base!r}; pass --base {acl.base}"
+            )
+        if acl.discovery_prefix is not None and acl.discovery_prefix != discovery_prefix:
+            raise ConfigError(
+                f"{acl_file} is for the discovery prefix {acl.discovery_prefix!r}, not "
+                f"{discovery_prefix!r}; pass --discovery-prefix {acl.discovery_prefix}"
             )
         password, made_up = _password(password_stdin)
         users = read_password_file(password_file)
         users[name] = hash_password(password, iterations=iterations)
-        roles[name] = role
+        acl.users[name] = account
         write_password_file(password_file, users)
-        write_private(acl_file, render_acl(roles, base))
+        write_private(acl_file, render_acl(acl.users, base, discovery_prefix))
         if acl_file.stat().st_mode & 0o077 == 0:
             # The ACL holds no secret, and the broker (another user) must read it.
             acl_file.chmod(0o644)
-    typer.echo(f"{name}: role {role.value}; {password_file} and {acl_file} updated", err=True)
+    typer.echo(
+        f"{name}: role {account.describe()}; {password_file} and {acl_file} updated", err=True
+    )
     if made_up:
         typer.echo(password)
 
@@ -181,13 +208,18 @@ def users_remove(
     """Remove a user from both files."""
     with handle_errors():
         users = read_password_file(password_file)
-        file_base, roles = _read_acl(acl_file)
-        if name not in users and name not in roles:
+        acl = _read_acl(acl_file)
+        if name not in users and name not in acl.users:
             raise ConfigError(f"there is no user {name!r}")
         users.pop(name, None)
-        roles.pop(name, None)
+        acl.users.pop(name, None)
         write_password_file(password_file, users)
-        write_private(acl_file, render_acl(roles, file_base or DEFAULT_BASE))
+        write_private(
+            acl_file,
+            render_acl(
+                acl.users, acl.base or DEFAULT_BASE, acl.discovery_prefix or DISCOVERY_PREFIX
+            ),
+        )
     typer.echo(f"{name}: removed", err=True)
 
 
@@ -199,10 +231,10 @@ def users_list(
     """List users, their roles, and whether they have a password."""
     with handle_errors():
         users = read_password_file(password_file)
-        file_base, roles = _read_acl(acl_file)
-    typer.echo(f"base topic: {file_base or DEFAULT_BASE}")
-    for name in sorted(set(users) | set(roles)):
-        role = roles[name].value if name in roles else "(no rights)"
+        acl = _read_acl(acl_file)
+    typer.echo(f"base topic: {acl.base or DEFAULT_BASE}")
+    for name in sorted(set(users) | set(acl.users)):
+        role = acl.users[name].describe() if name in acl.users else "(no rights)"
         note = "" if name in users else "  (no password: cannot log in)"
         typer.echo(f"{name:<24} {role}{note}")
 

@@ -35,13 +35,13 @@ from typing import Any, Final
 from hand_mqtt import __version__
 from hand_mqtt.model import FINGERS, PoseBook
 from hand_mqtt.mqtt import Message, MqttClient
-from hand_mqtt.topics import HandTopics, Topics
+from hand_mqtt.topics import DISCOVERY_PREFIX, HandTopics, Topics
 
 __all__ = ["DEFAULT_PREFIX", "Discovery", "discovery_configs", "object_id", "select_options"]
 
 logger = logging.getLogger("hand_mqtt")
 
-DEFAULT_PREFIX: Final = "homeassistant"
+DEFAULT_PREFIX: Final = DISCOVERY_PREFIX
 ONLINE: Final = "online"
 OFFLINE: Final = "offline"
 

@@ -100,7 +100,8 @@ class DeviceService:
         self.settings = settings or DeviceSettings()
         self.takeover = takeover
         self.driver = driver if driver is not None else framed_driver(serial_url, self.settings)
-        self.owner = f"{client.client_id}-{uuid.uuid4().hex[:6]}"
+        # Not the client id: anyone who read that could take it and knock us off the broker.
+        self.owner = f"{client.name}-{uuid.uuid4().hex[:12]}"
         self.claimed = time.time()
         self._link = DeviceLink(
             self.driver,
@@ -199,6 +200,9 @@ class DeviceService:
 
     def _on_availability(self, message: Message) -> None:
         self._retained_availability = message.payload
+        if message.payload == OFFLINE and self._serving.is_set() and not self.taken_over.is_set():
+            # A service that stepped down for us says offline as it goes: we run, say so.
+            self.client.publish(self.topics.availability, ONLINE, retain=True)
 
     def _on_reported(self, message: Message) -> None:
         try:
@@ -218,6 +222,9 @@ class DeviceService:
             )
             self.taken_over.set()
             self._link.step_down()
+            # Never leave "online" behind: the new owner says it again when it sees this, and
+            # a claim with no service behind it leaves the truth, offline.
+            self.client.publish(self.topics.availability, OFFLINE, retain=True)
 
     def _on_state(self, message: Message) -> None:
         if not message.payload:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -10,12 +11,26 @@ from pathlib import Path
 import pytest
 
 from hand_mqtt import EmbeddedBroker
-from hand_mqtt.accounts import Role, default_users
+from hand_mqtt.accounts import Account, Role, default_users
 from tests.conftest import need
 from tests.deploy.support import ShippedMosquitto, make_users
 from tests.support.brokers import free_port, mosquitto_binary
 
-USERS: dict[str, Role] = {**default_users(), "nobody": Role.none, "operator2": Role.operator}
+# A device account drives one hand, so each test's hand has its own: device-h000, device-h001...
+HANDS = [f"h{number:03d}" for number in range(300)]
+_next_hand = itertools.count()
+
+USERS: dict[str, Account | Role] = {
+    **default_users(),
+    "nobody": Role.none,
+    "operator2": Role.operator,
+    **{f"device-{hand}": Account(Role.device, hand) for hand in HANDS},
+}
+
+
+def unique_hand() -> str:
+    """A hand no test used before in this run, with its own device account ``device-<hand>``."""
+    return HANDS[next(_next_hand)]
 
 
 @dataclass

@@ -19,7 +19,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from hand_mqtt import BrokerUrl, Message, MqttClient
-from hand_mqtt.accounts import Role, hash_password, new_password, render_acl, write_private
+from hand_mqtt.accounts import (
+    Account,
+    Role,
+    hash_password,
+    new_password,
+    render_acl,
+    write_private,
+)
 from tests.support.brokers import MosquittoProcess, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +36,7 @@ MAKE_CERTS = ROOT / "broker" / "make-certs.sh"
 
 
 def make_users(
-    folder: Path, users: Mapping[str, Role], base: str = "hand", iterations: int = 101
+    folder: Path, users: Mapping[str, Account | Role], base: str = "hand", iterations: int = 101
 ) -> dict[str, str]:
     """Write ``passwd`` and ``acl`` into ``folder``; return each user's password."""
     passwords = {name: new_password() for name in users}

@@ -467,6 +467,7 @@ def transaction_of(raw: bytes) -> object:
 # -- ownership of the hand -----------------------------------------------------------------------
 
 
+@BOTH
 def test_second_device_refused_then_takeover_on_purpose(rig: Rig) -> None:
     commander = rig.client()
     first_owner = (rig.reported() or Reported()).owner

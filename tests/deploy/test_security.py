@@ -7,7 +7,9 @@ the embedded broker given the same password and ACL files.
 from __future__ import annotations
 
 import ast
+import functools
 import json
+import re
 import shutil
 import signal
 import socket
@@ -26,30 +28,35 @@ from typer.testing import CliRunner
 from hand_mqtt import (
     Arbiter,
     BrokerUrl,
+    ConfigError,
     DeviceService,
     DeviceSettings,
     HandState,
     MqttClient,
     MqttError,
+    PoseBook,
     PtyHand,
     Reported,
     Topics,
     Will,
 )
 from hand_mqtt.accounts import (
+    Account,
+    AclFile,
     Role,
     default_users,
     hash_password,
+    read_acl,
     read_password_file,
-    read_roles,
     render_acl,
     verify_password,
 )
 from hand_mqtt.broker.acl import READ, WRITE, AccessRules
 from hand_mqtt.cli import app
+from hand_mqtt.clients.homeassistant import Discovery, discovery_configs
 from hand_mqtt.hardware.protocol import DeviceConfig
 from tests.conftest import need
-from tests.deploy.conftest import SecuredBroker
+from tests.deploy.conftest import SecuredBroker, unique_hand
 from tests.deploy.support import (
     ROOT,
     SHIPPED_ACL,
@@ -70,10 +77,6 @@ FAST = DeviceSettings(
     firmware=DeviceConfig(failsafe_timeout_ms=0),
 )
 OPEN = (180, 180, 180, 180, 180)
-
-
-def unique_hand() -> str:
-    return f"h{uuid.uuid4().hex[:10]}"
 
 
 def client(url: str, name: str = "test") -> MqttClient:
@@ -97,7 +100,7 @@ def services(broker: SecuredBroker, hand: str) -> Iterator[tuple[Arbiter, Device
         arbiter.start()
         assert arbiter.wait_ready(10), "the arbiter did not become ready"
         device = DeviceService(
-            MqttClient(BrokerUrl.parse(broker.url("device")), name="device"),
+            MqttClient(BrokerUrl.parse(broker.url(f"device-{hand}")), name="device"),
             sim.path,
             topics=TOPICS,
             hand=hand,
@@ -154,18 +157,20 @@ def topic_kinds(hand: str) -> dict[str, str]:
     }
 
 
-# Who may publish what (docs/security.md has the same table).
+# Who may publish what (docs/security.md has the same table); "device" is the account of
+# another hand, "device-<hand>" the one of the hand under test.
 WRITERS = {
-    "set": {"operator", "operator2"},
-    "finger-set": {"operator", "operator2"},
-    "pose-set": {"operator", "operator2"},
+    "set": {"operator", "operator2", "homeassistant"},
+    "finger-set": {"operator", "operator2", "homeassistant"},
+    "pose-set": {"operator", "operator2", "homeassistant"},
     "state": {"arbiter"},
     "finger": {"arbiter"},
     "error": {"arbiter"},
-    "reported": {"device"},
-    "availability": {"device"},
+    "reported": {"device-<hand>"},
+    "availability": {"device-<hand>"},
     "bridge-state": {"arbiter"},
 }
+ROLE_USERS = ["arbiter", "device", "homeassistant", "operator", "operator2", "viewer", "nobody"]
 
 
 def test_write_rights_per_role(secured: SecuredBroker) -> None:
@@ -173,7 +178,8 @@ def test_write_rights_per_role(secured: SecuredBroker) -> None:
     hand = unique_hand()
     kinds = topic_kinds(hand)
     watcher = Watcher(secured.url("viewer"), f"hand/{hand}/#", TOPICS.bridge_state)
-    publishers = {user: client(secured.url(user), user) for user in secured.passwords}
+    own_device = f"device-{hand}"
+    publishers = {user: client(secured.url(user), user) for user in [*ROLE_USERS, own_device]}
     try:
         for user, mqtt in publishers.items():
             for kind, topic in kinds.items():
@@ -185,7 +191,11 @@ def test_write_rights_per_role(secured: SecuredBroker) -> None:
             for m in watcher.messages
             if b"|" in m.payload and m.payload.decode().split("|")[0] in publishers
         }
-        expected = {(user, kind) for kind, users in WRITERS.items() for user in users}
+        expected = {
+            (own_device if user == "device-<hand>" else user, kind)
+            for kind, users in WRITERS.items()
+            for user in users
+        }
         assert got == expected
     finally:
         for mqtt in publishers.values():
@@ -215,6 +225,12 @@ def test_services_with_their_own_credentials_work_end_to_end(secured: SecuredBro
             assert watcher.last(t.availability) == b"online"
             operator.publish(t.finger_set("index"), b"nonsense")
             eventually(lambda: watcher.on(t.error), 5, "an error for the operator")
+            bridge = Watcher(secured.url("viewer"), "hand/bridge/+")
+            try:
+                announced = [TOPICS.bridge_state, TOPICS.bridge_poses, TOPICS.bridge_gestures]
+                eventually(lambda: all(bridge.last(topic) for topic in announced), 5, "the bridge")
+            finally:
+                bridge.close()
             assert arbiter.rejected == 1
             assert device.reported.link == "up"
         finally:
@@ -396,7 +412,14 @@ def test_hashes_agree_with_mosquitto_passwd(tmp_path: Path) -> None:
 
 def test_shipped_acl_is_what_the_roles_render() -> None:
     assert SHIPPED_ACL.read_text() == render_acl(default_users())
-    assert read_roles(SHIPPED_ACL.read_text()) == ("hand", default_users())
+    assert read_acl(SHIPPED_ACL.read_text()) == AclFile("hand", "homeassistant", default_users())
+
+
+def test_an_old_acl_without_the_device_hand_says_what_to_do() -> None:
+    with pytest.raises(ConfigError, match="--role device --hand"):
+        read_acl("# base: hand\n# role: device\nuser device\ntopic read hand/+/state\n")
+    with pytest.raises(ConfigError, match="only a device account has a hand"):
+        Account(Role.viewer, "hand1")
 
 
 def test_users_commands_manage_both_files(tmp_path: Path) -> None:
@@ -414,13 +437,18 @@ def test_users_commands_manage_both_files(tmp_path: Path) -> None:
     )
     assert piped.exit_code == 0, piped.output
     assert verify_password("bobs password", read_password_file(tmp_path / "passwd")["bob"])
-    assert read_roles((tmp_path / "acl").read_text())[1] == {
-        "ann": Role.operator,
-        "bob": Role.viewer,
+    dev = runner.invoke(app, ["users", "add", "pi", "--role", "device", "--hand", "left", *files])
+    assert dev.exit_code == 0, dev.output
+    assert read_acl((tmp_path / "acl").read_text()).users == {
+        "ann": Account(Role.operator),
+        "bob": Account(Role.viewer),
+        "pi": Account(Role.device, "left"),
     }
+    assert "topic readwrite hand/left/reported" in (tmp_path / "acl").read_text()
     listed = runner.invoke(app, ["users", "list", *files])
     assert "ann" in listed.stdout
     assert "viewer" in listed.stdout
+    assert "device left" in listed.stdout
     changed = runner.invoke(app, ["users", "passwd", "ann", *files[:2]])
     assert changed.exit_code == 0
     new = changed.stdout.strip().splitlines()[-1]
@@ -457,19 +485,15 @@ def test_access_rules_follow_mosquitto(
     assert AccessRules.parse(acl).allowed(user, client_id, topic, access) is allowed
 
 
-def test_subscriptions_must_stay_within_read_rights() -> None:
+def test_nobody_reads_another_clients_echo_topic() -> None:
+    """The echo topics hold client ids: only their own client reads or writes them."""
     rules = AccessRules.parse(render_acl(default_users()))
-    assert rules.may_subscribe("viewer", "c", "hand/#")
-    assert rules.may_subscribe("viewer", "c", "hand/+/state")
-    assert not rules.may_subscribe("viewer", "c", "#")
-    assert rules.may_subscribe("device", "c", "hand/h1/state")
-    assert not rules.may_subscribe("device", "c", "hand/h1/+")
-    assert rules.may_subscribe("arbiter", "c", "hand/h1/+/set")
-    assert rules.may_subscribe("nobody", "me", "hand/bridge/sync/me")
-    assert not rules.may_subscribe("nobody", "me", "hand/bridge/sync/+")
-    denied = AccessRules.parse("user u\ntopic read a/#\ntopic deny a/b/secret")
-    assert not denied.may_subscribe("u", "c", "a/#")
-    assert denied.may_subscribe("u", "c", "a/c/#")
+    for user in default_users():
+        assert rules.allowed(user, "me", "hand/bridge/sync/me", READ | WRITE)
+        assert not rules.allowed(user, "me", "hand/bridge/sync/someone", READ)
+        assert not rules.allowed(user, "me", "hand/bridge/sync/someone", WRITE)
+    assert rules.allowed("viewer", "me", "hand/bridge/state", READ)
+    assert rules.allowed("viewer", "me", "hand/h1/index/set", READ)
 
 
 # -- no code execution from data ---------------------------------------------------------------
@@ -664,3 +688,156 @@ def test_up_on_an_external_broker_never_shows_the_password(amqtt_broker: AmqttBr
             process.wait()
         if process.stdout is not None:
             process.stdout.close()
+
+
+# -- client ids, device accounts, Home Assistant ----------------------------------------------
+
+
+def test_service_client_ids_are_never_readable(secured: SecuredBroker) -> None:
+    """MQTT hands a client id to the newest connection that claims it, so knowing a service's
+    id lets any login knock the service off (Mosquitto: "already connected, closing old
+    connection"). No role can read a service's id anywhere: not in ``reported``, not on the
+    echo topics. Then every string seen is tried as a client id, and the services never notice.
+    """
+    hand = unique_hand()
+    t = TOPICS.hand(hand)
+    spies = [
+        Watcher(secured.url(user), "#", f"hand/{hand}/#", "hand/bridge/#")
+        for user in ("viewer", "operator", "homeassistant")
+    ]
+    with services(secured, hand) as (arbiter, device, _sim):
+        operator = client(secured.url("operator"), "operator")
+        try:
+            operator.publish(t.set, b'{"pose": "okay", "transaction": "seen"}', wait=5)
+            eventually(lambda: device.reported.angles == (0, 180, 180, 180, 0), 10, "okay")
+            for spy in spies:
+                eventually(functools.partial(spy.on, t.reported), 5, "reported seen")
+            seen = [
+                text
+                for spy in spies
+                for m in spy.messages
+                for text in (m.topic, m.payload.decode("utf-8", "replace"))
+            ]
+            secret_ids = {arbiter.client.client_id, device.client.client_id}
+            assert not [text for text in seen if any(i in text for i in secret_ids)]
+            # Whatever an attacker could have picked up, tried as a client id.
+            words = {w for text in seen for w in re.findall(r"[\w.-]{6,}", text)}
+            candidates = words | {w.rsplit("-", 1)[0] for w in words if "-" in w}
+            watcher = Watcher(secured.url("viewer"), t.availability, TOPICS.bridge_state)
+            try:
+                for candidate in sorted(candidates):
+                    with RawClient(secured.port) as thief:
+                        thief.connect(
+                            candidate,
+                            username="operator",
+                            password=secured.passwords["operator"],
+                        )
+                operator.publish(t.set, b'{"pose": "peace"}', wait=5)
+                eventually(lambda: device.reported.angles == (180, 180, 0, 0, 0), 10, "peace")
+                eventually(lambda: watcher.last(TOPICS.bridge_state) is not None, 5, "bridge")
+                assert watcher.payloads(t.availability) == [b"online"]
+                assert watcher.payloads(TOPICS.bridge_state) == [b"online"]
+            finally:
+                watcher.close()
+        finally:
+            operator.stop()
+            for spy in spies:
+                spy.close()
+
+
+def test_a_device_account_drives_only_its_own_hand(secured: SecuredBroker) -> None:
+    """Another hand's device account can neither claim this hand nor say it is offline."""
+    hand, other = unique_hand(), unique_hand()
+    t, o = TOPICS.hand(hand), TOPICS.hand(other)
+    forged = Reported(link="down", owner="evil", claimed=4102444800.0)
+    with services(secured, hand) as (_arbiter, device, sim):
+        watcher = Watcher(secured.url("viewer"), f"hand/{hand}/#", f"hand/{other}/#")
+        intruder = MqttClient(
+            BrokerUrl.parse(secured.url(f"device-{other}")),
+            name="intruder",
+            will=Will(t.availability, b"offline", qos=1, retain=True),
+        )
+        try:
+            intruder.connect()
+            intruder.publish(t.reported, forged.model_dump_json(), retain=True, wait=5)
+            intruder.publish(t.availability, b"offline", retain=True, wait=5)
+            intruder.publish(t.state, b'{"index": 0, "version": 99}', retain=True, wait=5)
+            # Its own hand is open to it: seen after anything above would have been.
+            intruder.publish(o.reported, forged.model_dump_json(), retain=True, wait=5)
+            eventually(lambda: watcher.on(o.reported), 10, "the intruder's own reported")
+            intruder.abort()  # its will on our availability is dropped too
+            sentinel = MqttClient(
+                BrokerUrl.parse(secured.url(f"device-{other}")),
+                name="sentinel",
+                will=Will(o.availability, b"gone", qos=1, retain=False),
+            )
+            sentinel.connect()
+            sentinel.abort()
+            eventually(lambda: watcher.payloads(o.availability) == [b"gone"], 10, "its will")
+            assert not [m for m in watcher.on(t.reported) if b"evil" in m.payload]
+            assert b"offline" not in watcher.payloads(t.availability)
+            assert not [m for m in watcher.on(t.state) if b'"version": 99' in m.payload]
+            assert not device.taken_over.is_set()
+            assert sim.firmware.targets == OPEN
+        finally:
+            intruder.stop()
+            watcher.close()
+
+
+def test_a_device_that_steps_down_never_leaves_online_behind(secured: SecuredBroker) -> None:
+    """A newer claim in ``reported`` makes the device service step down. If no service stands
+    behind that claim, ``availability`` must end ``offline``, not a stale ``online``."""
+    hand = unique_hand()
+    t = TOPICS.hand(hand)
+    forged = Reported(link="down", owner="nobody-runs-this", claimed=time.time() + 3600)
+    with services(secured, hand) as (_arbiter, device, _sim):
+        watcher = Watcher(secured.url("viewer"), t.availability)
+        same_account = client(secured.url(f"device-{hand}"), "same-account")
+        try:
+            same_account.publish(t.reported, forged.model_dump_json(), retain=True, wait=5)
+            assert device.taken_over.wait(10), "the device service did not step down"
+            eventually(lambda: watcher.last(t.availability) == b"offline", 10, "offline")
+        finally:
+            same_account.stop()
+            watcher.close()
+
+
+def test_homeassistant_discovery_with_the_shipped_rights(secured: SecuredBroker) -> None:
+    """`arbiter --homeassistant` logged in as the arbiter announces the hand; Home Assistant,
+    logged in with the homeassistant role, reads the configs, says it is online and commands."""
+    hand = unique_hand()
+    t = TOPICS.hand(hand)
+    prefix = "homeassistant"
+    expected = set(discovery_configs(TOPICS, hand, PoseBook(), prefix=prefix))
+    with services(secured, hand) as (arbiter, _device, sim):
+        discovery = Discovery(arbiter.client, topics=TOPICS, hands=[hand], prefix=prefix)
+        home = Watcher(secured.url("homeassistant"), f"{prefix}/+/+/config")
+        try:
+            discovery.start()
+            eventually(lambda: expected <= {m.topic for m in home.messages}, 10, "the configs")
+            before = discovery.published
+            home.client.publish(f"{prefix}/status", b"online", wait=5)
+            eventually(lambda: discovery.published > before, 10, "announced again")
+            home.client.publish(t.finger_set("index"), b"42", wait=5)
+            eventually(lambda: sim.firmware.targets[0] == 42, 10, "index 42")
+        finally:
+            discovery.remove()
+            discovery.stop()
+            home.close()
+
+
+def test_a_viewer_subscribed_to_everything_reads_the_hands_and_nothing_else(
+    secured: SecuredBroker,
+) -> None:
+    """Both brokers accept any subscription and check each message, retained ones included."""
+    hand = unique_hand()
+    t = TOPICS.hand(hand)
+    with services(secured, hand) as _running:
+        viewer = Watcher(secured.url("viewer"), "#")
+        try:
+            eventually(lambda: viewer.on(t.state) and viewer.on(t.reported), 10, "retained")
+            assert viewer.last(t.availability) == b"online"
+            assert not [m.topic for m in viewer.messages if "/sync/" in m.topic]
+            assert not [m.topic for m in viewer.messages if not m.topic.startswith("hand/")]
+        finally:
+            viewer.close()
