@@ -74,9 +74,15 @@ class Snapshot:
         )
 
     def arrived(self, target: HandState) -> bool:
-        """True when the device reports the hand at ``target``'s angles, not older ones."""
+        """True when the device reports the hand at ``target``'s angles (for that version or a
+        later one) and the servos no longer moving."""
         reported = self.reported
-        if reported is None or reported.link != "up" or reported.angles != target.angles:
+        if (
+            reported is None
+            or reported.link != "up"
+            or reported.moving
+            or reported.angles != target.angles
+        ):
             return False
         return reported.version is None or reported.version >= target.version
 

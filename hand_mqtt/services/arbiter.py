@@ -295,8 +295,16 @@ class Arbiter:
             now if wanted is None else wanted
             for wanted, now in zip(playing.step.angles, current, strict=True)
         )
-        # A gesture names every finger: relaxed ones are driven again.
-        self._commit(playing.hand, angles, playing.transaction, playing.progress, relaxed=())  # type: ignore[arg-type]
+        # A gesture names every finger: relaxed ones are driven again. The step's move is a
+        # timed move, so the fingers that move arrive together when it ends.
+        self._commit(
+            playing.hand,
+            angles,  # type: ignore[arg-type]
+            playing.transaction,
+            playing.progress,
+            relaxed=(),
+            duration_ms=playing.step.move_ms or None,
+        )
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -75,7 +75,8 @@ def test_play_waits_for_the_end_and_for_the_device(hand: HandClient, system: Sys
     system.wait_hand((180, 180, 0, 0, 0))
 
 
-def test_a_command_ends_a_gesture_waited_for(hand: HandClient, system: System) -> None:
+@pytest.mark.parametrize("ending", ["pose", "stop"])
+def test_a_command_ends_a_gesture_waited_for(hand: HandClient, system: System, ending: str) -> None:
     outcome: list[HandState | Exception] = []
 
     def play() -> None:
@@ -91,11 +92,19 @@ def test_a_command_ends_a_gesture_waited_for(hand: HandClient, system: System) -
             if snapshot.desired is not None and snapshot.desired.gesture is not None:
                 break
         with HandClient(str(system.url), base=system.topics.base, name="other") as other:
-            other.pose("okay")
+            if ending == "pose":
+                other.pose("okay")
+            else:
+                other.stop()
         player.join(10)
     assert len(outcome) == 1
     assert isinstance(outcome[0], CommandError)
     assert "the gesture 'slow' was ended by another command" in str(outcome[0])
+    if ending == "stop":
+        with pytest.raises(CommandError, match=r"the hand is locked \(emergency stop\)"):
+            hand.play("quick")
+        assert hand.unlock().locked is False
+        assert hand.play("quick", wait="finished").gesture is None
 
 
 def test_play_refusals_and_timeouts(hand: HandClient) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from hand_mqtt import BrokerUrl, HandState, Message, MqttClient, PoseBook, Topics
 from hand_mqtt.gestures import BUILTIN_GESTURES, Gesture, GestureStep
-from tests.support.system import System, wait_until
+from tests.support.system import Recorder, System, wait_until
 
 QUICK = Gesture(
     "quick",
@@ -118,6 +118,8 @@ def test_every_step_is_an_ordinary_state_with_its_version(system: System, states
         (g.name, g.step, g.steps, g.round, g.rounds) if (g := s.gesture) else None for s in played
     ] == [("quick", step, 4, rnd, 2) for rnd in (1, 2) for step in (1, 2, 3, 4)] + [None]
     assert [s.pose for s in played[:4]] == ["fist", None, "peace", None]
+    # Each step's move is a timed move; the end moves nothing.
+    assert [s.duration_ms for s in played] == [None, 100, 50, None] * 2 + [None]
     # The per-finger topics and the hand follow like after any command.
     system.wait_hand(QUICK_ANGLES[-1])
     assert system.state() == played[-1]
@@ -154,6 +156,34 @@ def test_a_command_ends_the_gesture_at_once(system: System, states: StateLog) ->
     states.wait_for("sentinel")
     assert len(states.of("s")) == 1
     assert [s.state.transaction for s in states.seen[-2:]] == ["c", "sentinel"]
+
+
+def test_an_emergency_stop_ends_the_gesture_and_refuses_new_ones(
+    system: System, states: StateLog
+) -> None:
+    errors = Recorder(system.url, system.hand_topics.error)
+    try:
+        _send(system, {"gesture": "slow", "transaction": "s"})
+        states.wait_for("s", ended=False)
+        _send(system, {"lock": True, "transaction": "stop"})
+        stopped = states.wait_for("stop")[0].state
+        assert stopped.locked
+        assert stopped.gesture is None
+        assert stopped.angles == SLOW.steps[0].angles
+        _send(system, {"gesture": "quick", "transaction": "refused"})
+        wait_until(lambda: errors.on(system.hand_topics.error), what="the refusal")
+        assert (
+            "the hand is locked"
+            in json.loads(errors.on(system.hand_topics.error)[0].payload)["error"]
+        )
+        # Past the time the next step was due, a sentinel: the stopped gesture stayed stopped.
+        time.sleep(0.5)
+        _send(system, {"lock": False, "transaction": "sentinel"})
+        states.wait_for("sentinel")
+        assert len(states.of("s")) == 1
+        assert states.of("refused") == []
+    finally:
+        errors.close()
 
 
 def test_a_refused_command_leaves_the_gesture_playing(system: System, states: StateLog) -> None:
