@@ -13,7 +13,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
-    && useradd --system --uid 10001 --gid dialout --no-create-home --home-dir /nonexistent hand
+    && useradd --system --uid 10001 --gid dialout --no-create-home --home-dir /nonexistent hand \
+    && install -d -o hand -g dialout /data
 USER hand
 WORKDIR /tmp
 # Reads HAND_MQTT_BROKER, HAND_MQTT_BASE, HAND_MQTT_HAND, HAND_MQTT_SERIAL from the environment.

@@ -14,7 +14,7 @@ from typing import Any
 from bench.api import api_latency
 from bench.common import ROOT, broker_process
 from bench.flood import flood
-from bench.footprint import firmware_size, idle, wire
+from bench.footprint import firmware_size, idle, state_file, wire
 from bench.hands import many_hands
 from bench.latency import command_latency, relay_floor
 from bench.startup import cli_command, up_ready
@@ -268,6 +268,17 @@ def _run_common(args: argparse.Namespace, results: dict[str, Any], rows: list[Ro
                 "",
             ),
         ]
+        journal = state_file()
+        results["state_file"] = journal
+        rows.append(
+            (
+                "state file",
+                "",
+                "arbiter --state-file: µs per accepted command",
+                f"{journal['us_per_state']:.1f}",
+                "",
+            )
+        )
         fw = firmware_size()
         results["firmware"] = fw
         if fw is not None:

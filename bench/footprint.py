@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.common import Service
 from bench.system import HandSystem
 from hand_mqtt.errors import FirmwareError
 from hand_mqtt.hardware import protocol
+from hand_mqtt.model import HandState
+from hand_mqtt.services.journal import StateJournal
 from tests.support.brokers import free_port, wait_for_port
 
 BAUD = 115200
@@ -32,6 +36,21 @@ def wire() -> dict[str, Any]:
         "firmata_full_bytes": 15,
         "firmata_full_us_57600": micros(15, 57600),
     }
+
+
+def state_file(states: int = 50_000) -> dict[str, Any]:
+    """What the arbiter's ``--state-file`` costs per accepted command: one line written (and
+    the file rewritten now and then), measured on its own."""
+    with tempfile.TemporaryDirectory() as folder:
+        journal = StateJournal(Path(folder) / "state.jsonl")
+        journal.load()
+        made = [HandState(index=n % 181, version=n, transaction=f"t{n}") for n in range(states)]
+        started = time.perf_counter()
+        for state in made:
+            journal.record("hand1", state)
+        elapsed = time.perf_counter() - started
+        journal.close()
+    return {"states": states, "us_per_state": elapsed / states * 1e6}
 
 
 def firmware_size() -> dict[str, Any] | None:

@@ -121,11 +121,27 @@ def _readable(b: str) -> list[Grant]:
     could then use to knock that client off the broker (MQTT gives a client id to the newest
     connection that claims it).
     """
-    return [Grant("read", f"{b}/+/+"), Grant("read", f"{b}/+/+/set")]
+    return [
+        Grant("read", f"{b}/+/+"),
+        Grant("read", f"{b}/+/+/set"),
+        Grant("read", f"{b}/{BRIDGE}/response/+"),
+    ]
 
 
 def _commands(b: str) -> list[Grant]:
-    return [Grant("write", f"{b}/+/set"), Grant("write", f"{b}/+/+/set")]
+    """Commands to the hands, and requests to the arbiter itself (ping, retire)."""
+    return [
+        Grant("write", f"{b}/+/set"),
+        Grant("write", f"{b}/+/+/set"),
+        Grant("write", f"{b}/{BRIDGE}/request/+"),
+    ]
+
+
+def _requests(b: str, access: str) -> list[Grant]:
+    return [
+        Grant(access, f"{b}/{BRIDGE}/request/+"),
+        Grant(access, f"{b}/{BRIDGE}/response/+"),
+    ]
 
 
 def role_grants(
@@ -146,6 +162,7 @@ def role_grants(
                 # Its own namespace: bridge/state, poses, gestures... (not the echo topics,
                 # one level deeper).
                 Grant("readwrite", f"{b}/{BRIDGE}/+"),
+                *_requests(b, "readwrite"),
                 Grant("write", f"{p}/+/+/config"),
                 Grant("read", f"{p}/status"),
             ]

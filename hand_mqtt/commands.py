@@ -192,6 +192,12 @@ def _relax_list(value: Any) -> tuple[int, ...]:
     raise CommandError('relax must be true or a list of finger names such as ["index", "thumb"]')
 
 
+def request_transaction(data: dict[str, Any]) -> str | int | None:
+    """The ``transaction`` of a JSON request, checked as a command's; raises
+    :class:`CommandError` when it is not valid."""
+    return _transaction(data)
+
+
 def _peek_transaction(data: dict[str, Any]) -> str | int | None:
     try:
         return _transaction(data)

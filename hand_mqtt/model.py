@@ -27,6 +27,7 @@ __all__ = [
     "MAX_ANGLE",
     "MIN_ANGLE",
     "Angles",
+    "BridgeResponse",
     "ErrorReport",
     "FirmwareInfo",
     "GestureProgress",
@@ -183,6 +184,23 @@ def _escaped(char: str) -> str:
 ERROR_TOPIC_CHARS: Final = 100
 ERROR_PAYLOAD_CHARS: Final = 100
 ERROR_SENTENCE_CHARS: Final = 400
+
+
+class BridgeResponse(_Frozen):
+    """The arbiter's answer on ``<base>/bridge/response/<name>`` to a request it received on
+    ``<base>/bridge/request/<name>``."""
+
+    request: str
+    status: Literal["ok", "error"]
+    transaction: str | int | None = None
+    error: str | None = None
+    """Why the request was refused, when ``status`` is ``error``."""
+    hand: str | None = None
+    """The hand a ``retire`` request named."""
+    session: str
+    """A random id of this run of the arbiter: it is new after every restart."""
+    started: float
+    """When this run of the arbiter started (Unix time)."""
 
 
 class ErrorReport(_Frozen):

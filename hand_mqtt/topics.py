@@ -118,6 +118,14 @@ class Topics:
     def bridge_gestures(self) -> str:
         return f"{self.base}/{BRIDGE}/gestures"
 
+    def bridge_request(self, name: str) -> str:
+        """Where a request to the arbiter itself goes (``+`` for all of them)."""
+        return f"{self.base}/{BRIDGE}/request/{name}"
+
+    def bridge_response(self, name: str) -> str:
+        """Where the arbiter answers a request."""
+        return f"{self.base}/{BRIDGE}/response/{name}"
+
     def sync(self, client_id: str) -> str:
         """A client's own echo topic: a message to it comes back after the retained ones."""
         return f"{self.base}/{BRIDGE}/sync/{client_id}"

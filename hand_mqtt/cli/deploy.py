@@ -8,9 +8,11 @@ availability says ``online``, for container health checks and monitoring.
 from __future__ import annotations
 
 import enum
+import json
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Annotated
 
@@ -32,9 +34,9 @@ from hand_mqtt.accounts import (
     write_private,
 )
 from hand_mqtt.errors import ConfigError
-from hand_mqtt.model import Reported
-from hand_mqtt.mqtt import Message, MqttClient
-from hand_mqtt.topics import DISCOVERY_PREFIX, validate_hand_name
+from hand_mqtt.model import BridgeResponse, Reported
+from hand_mqtt.mqtt import BrokerUrl, Message, MqttClient
+from hand_mqtt.topics import DISCOVERY_PREFIX, Topics, validate_hand_name
 
 from .common import (
     DEFAULT_BASE,
@@ -92,6 +94,7 @@ def register(app: typer.Typer) -> None:
     """Add this module's commands to the main application."""
     app.add_typer(users_app, name="users")
     app.command("health")(health)
+    app.command("retire")(retire)
 
 
 def _read_acl(path: Path) -> AclFile:
@@ -303,9 +306,83 @@ def health(
     finally:
         client.stop()
     problem = _problem(service, seen.get(watched), seen.get(hand_topics.reported), require_link)
+    if problem is None and service is Service.arbiter:
+        # A retained "online" may be older than the broker's last restart (it comes back from
+        # the broker's disk before the arbiter reconnects, if it ever does): only an answer
+        # proves the arbiter runs.
+        with handle_errors():
+            answer = ask_arbiter(broker_url(broker, ca_file), layout, "ping", {}, timeout)
+        if answer is None:
+            problem = (
+                "arbiter: bridge/state says online, but the arbiter does not answer (a broker "
+                "restart it has not reconnected after? a login that may not send requests?)"
+            )
     if problem is not None:
         raise fail(problem)
     typer.echo(f"{service.value}: online")
+
+
+def ask_arbiter(
+    url: BrokerUrl, layout: Topics, name: str, body: dict[str, object], timeout: float
+) -> BridgeResponse | None:
+    """Send the arbiter a request on ``bridge/request/<name>``; its answer, or None in time."""
+    transaction = uuid.uuid4().hex[:16]
+    answered = threading.Event()
+    found: list[BridgeResponse] = []
+
+    def on_answer(message: Message) -> None:
+        try:
+            response = BridgeResponse.model_validate_json(message.payload)
+        except ValueError:
+            return
+        if response.transaction == transaction:
+            found.append(response)
+            answered.set()
+
+    client = MqttClient(url, name=f"request-{name}")
+    client.subscribe(layout.bridge_response(name), on_answer)
+    try:
+        client.connect(timeout)
+        # The broker handles our subscription before our request, so the answer cannot pass us.
+        client.publish(
+            layout.bridge_request(name), json.dumps({**body, "transaction": transaction}), qos=1
+        )
+        answered.wait(timeout)
+    finally:
+        client.stop()
+    return found[0] if found else None
+
+
+def retire(
+    hand: Annotated[str, typer.Argument(help="The hand to forget.", show_default=False)],
+    timeout: Annotated[
+        float, typer.Option("--timeout", "-t", help="Seconds to wait for an answer.", min=0.1)
+    ] = 5.0,
+    broker: BrokerOption = DEFAULT_BROKER,
+    ca_file: CaFileOption = None,
+    base: BaseOption = DEFAULT_BASE,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Make an arbiter serving every hand (--all-hands) forget a hand and free its slot.
+
+    Its retained state and finger topics are cleared; a later command to it starts afresh from
+    an open hand at version 1. The hand does not move.
+    """
+    setup_logging(verbose, service=False)
+    with handle_errors():
+        layout = topics(base)
+        answer = ask_arbiter(
+            broker_url(broker, ca_file),
+            layout,
+            "retire",
+            {"hand": validate_hand_name(hand)},
+            timeout,
+        )
+    if answer is None:
+        raise fail(f"no answer from the arbiter within {timeout:g} s (is it running?)")
+    if answer.status != "ok":
+        raise fail(f"the arbiter refused: {answer.error}")
+    typer.echo(f"{layout.base}/{hand}: retired")
 
 
 def _problem(

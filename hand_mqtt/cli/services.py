@@ -19,6 +19,7 @@ from hand_mqtt.model import FINGERS, PoseBook
 from hand_mqtt.mqtt import BrokerUrl, MqttClient
 from hand_mqtt.services.arbiter import Arbiter
 from hand_mqtt.services.device import DeviceService, DeviceSettings
+from hand_mqtt.services.journal import StateJournal
 from hand_mqtt.topics import validate_hand_name
 
 from .clients import DiscoveryPrefixOption
@@ -191,6 +192,16 @@ def arbiter(
         ),
     ] = False,
     discovery_prefix: DiscoveryPrefixOption = DEFAULT_PREFIX,
+    state_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-file",
+            envvar="HAND_MQTT_STATE_FILE",
+            help="Keep every hand's state in this file too, so that a crash of the broker "
+            "and the arbiter together loses nothing.",
+            dir_okay=False,
+        ),
+    ] = None,
     broker: BrokerOption = DEFAULT_BROKER,
     ca_file: CaFileOption = None,
     base: BaseOption = DEFAULT_BASE,
@@ -207,6 +218,7 @@ def arbiter(
             hands=served,
             poses=book,
             max_hands=max_hands,
+            journal=StateJournal(state_file) if state_file is not None else None,
         )
     discovery: Discovery | None = None
 

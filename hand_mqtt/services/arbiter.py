@@ -17,6 +17,8 @@ import functools
 import json
 import logging
 import threading
+import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Concatenate, Final, ParamSpec, TypeVar, cast
 
@@ -25,16 +27,21 @@ from pydantic import ValidationError
 from hand_mqtt.commands import Command, parse_command
 from hand_mqtt.errors import CommandError
 from hand_mqtt.model import (
+    ERROR_SENTENCE_CHARS,
     FINGERS,
     Angles,
+    BridgeResponse,
     ErrorReport,
     Finger,
     GestureProgress,
     HandState,
     PoseBook,
+    excerpt,
 )
 from hand_mqtt.mqtt import Message, MqttClient, Will
+from hand_mqtt.services.journal import StateJournal
 from hand_mqtt.services.player import GesturePlayer, Playing
+from hand_mqtt.services.requests import REQUESTS, parse_request
 from hand_mqtt.topics import BRIDGE, CommandTopic, HandTopics, Topics
 
 __all__ = ["Arbiter"]
@@ -91,7 +98,11 @@ class Arbiter:
     """Validates and applies commands for one or more hands.
 
     ``hands`` lists the hands served; ``None`` serves every hand under the base topic (up to
-    ``max_hands``, so a stray client cannot make it grow without bound).
+    ``max_hands``, so a stray client cannot make it grow without bound: only hands with an
+    accepted command hold a slot, and a ``retire`` request frees one).
+
+    With a ``journal`` every new state is written to it before it is published, and read back
+    on start, so a crash of the broker together with the arbiter loses no accepted command.
     """
 
     def __init__(
@@ -102,8 +113,13 @@ class Arbiter:
         hands: Sequence[str] | None = ("hand1",),
         poses: PoseBook | None = None,
         max_hands: int = 1000,
+        journal: StateJournal | None = None,
     ) -> None:
         self.client = client
+        self.journal = journal
+        self.session = uuid.uuid4().hex[:16]
+        """A random id of this run, in every answer to a request (see ``bridge/request``)."""
+        self.started = time.time()
         self.topics = topics or Topics()
         self.poses = poses or PoseBook()
         self.max_hands = max_hands
@@ -124,6 +140,10 @@ class Arbiter:
 
     def start(self) -> None:
         """Subscribe, then start the client; returns at once (see :meth:`wait_ready`)."""
+        if self.journal is not None:
+            for hand, state in self.journal.load().items():
+                if self._fixed is None or hand in self._fixed:
+                    self._restore(hand, state)
         if self._fixed is None:
             self.client.subscribe(f"{self.topics.base}/+/state", self._on_retained_state)
             filters: Sequence[str] = self.topics.all_command_filters
@@ -132,6 +152,7 @@ class Arbiter:
                 self.client.subscribe(hand_topics.state, self._on_retained_state)
             filters = [f for t in self._fixed.values() for f in t.command_filters]
         self.client.subscribe(self._sync_topic, self._on_sync)
+        self.client.subscribe(self.topics.bridge_request("+"), self._on_request)
         for topic_filter in filters:
             self.client.subscribe(topic_filter, self._on_command)
         self.client.on_connect(self._on_connect)
@@ -150,6 +171,8 @@ class Arbiter:
             except Exception:
                 logger.warning("arbiter: could not publish offline before stopping")
         self.client.stop()
+        if self.journal is not None:
+            self.journal.close()
 
     def state(self, hand: str) -> HandState:
         """The current desired state of ``hand`` (open when never commanded)."""
@@ -191,6 +214,8 @@ class Arbiter:
             if hand not in self._states:
                 self._states[hand] = self.state(hand)
         for hand in list(self._states):
+            if self.journal is not None:
+                self.journal.record(hand, self._states[hand])
             self._publish_state(hand, previous=None)
         logger.info("arbiter: serving %s", ", ".join(self.hands) or "every hand")
         self._restored.set()
@@ -199,15 +224,21 @@ class Arbiter:
         if not self._restoring:
             return
         hand = self.topics.hand_of(message.topic, "state")
-        if hand is None or hand in self._states or not message.payload:
+        if hand is None or not message.payload:
             return
         try:
             restored = HandState.model_validate_json(message.payload)
         except ValidationError:
             logger.warning("arbiter: ignoring an unreadable retained state for %s", hand)
             return
-        if self._fixed is None and len(self._states) >= self.max_hands:
+        known = self._states.get(hand)
+        if known is not None and known.version >= restored.version:
+            return  # the journal's record is as new or newer
+        if known is None and self._fixed is None and len(self._states) >= self.max_hands:
             return
+        self._restore(hand, restored)
+
+    def _restore(self, hand: str, restored: HandState) -> None:
         self._hand_topics.setdefault(hand, self.topics.hand(hand))
         # A gesture that was playing when the arbiter stopped is not resumed.
         self._states[hand] = restored.model_copy(
@@ -337,6 +368,9 @@ class Arbiter:
             locked=current.locked if locked is None else locked,
             duration_ms=duration_ms,
         )
+        self._hand_topics.setdefault(hand, self.topics.hand(hand))
+        if self.journal is not None:
+            self.journal.record(hand, self._states[hand])
         self._publish_state(hand, previous=current)
 
     def _topics_for(self, target: CommandTopic, message: Message) -> HandTopics | None:
@@ -345,13 +379,17 @@ class Arbiter:
             return topics
         if self._fixed is not None:
             return None
-        if len(self._hand_topics) >= self.max_hands:
+        # Only a hand with an accepted command takes a slot (in _commit): commands that are
+        # all refused, to any number of made-up hands, take none.
+        if len(self._states) >= self.max_hands:
             self._reject(
-                target.hand, message, f"this arbiter already serves {self.max_hands} hands"
+                target.hand,
+                message,
+                f"this arbiter already serves {self.max_hands} hands; retire one "
+                "(hand-mqtt retire HAND) to make room",
             )
             return None
-        topics = self._hand_topics[target.hand] = self.topics.hand(target.hand)
-        return topics
+        return self.topics.hand(target.hand)
 
     def _publish_state(self, hand: str, previous: HandState | None) -> None:
         state = self._states[hand]
@@ -370,6 +408,62 @@ class Arbiter:
         ):
             if angle != old:
                 self.client.publish(topics.finger(finger), str(angle), qos=0, retain=True)
+
+    # -- requests to the arbiter itself -------------------------------------------------------
+
+    @_serialised
+    def _on_request(self, message: Message) -> None:
+        name = message.topic.rsplit("/", 1)[-1]
+        if name not in REQUESTS:
+            self._reject(None, message, f"unknown request; requests: {', '.join(REQUESTS)}")
+            return
+        if message.retain:
+            # A retained retire would run again at every start.
+            self._answer(name, None, "retained requests are ignored: publish without retain")
+            return
+        try:
+            request = parse_request(name, message.payload)
+        except CommandError as exc:
+            self._answer(name, exc.transaction, str(exc))
+            return
+        error = self._retire(request.hand) if request.hand is not None else None
+        self._answer(name, request.transaction, error, request.hand)
+
+    def _retire(self, hand: str) -> str | None:
+        """Forget ``hand`` and clear its retained topics; a sentence when it cannot."""
+        if self._fixed is not None:
+            return "this arbiter serves its hands by name (--hand); it retires none"
+        if self._restoring:
+            return "the arbiter is restoring the hands' states; ask again in a moment"
+        if hand not in self._states:
+            return f"{hand} holds no slot: no command for it was ever accepted here"
+        self._end_gesture(hand)
+        del self._states[hand]
+        topics = self._hand_topics.pop(hand)
+        if self.journal is not None:
+            self.journal.retire(hand)
+        for topic in [topics.state, *(topics.finger(finger) for finger in FINGERS)]:
+            self.client.publish(topic, b"", qos=1, retain=True)
+        logger.info("arbiter: retired %s", hand)
+        return None
+
+    def _answer(
+        self,
+        name: str,
+        transaction: str | int | None,
+        error: str | None,
+        hand: str | None = None,
+    ) -> None:
+        response = BridgeResponse(
+            request=name,
+            status="ok" if error is None else "error",
+            transaction=transaction,
+            error=None if error is None else excerpt(error, ERROR_SENTENCE_CHARS),
+            hand=hand,
+            session=self.session,
+            started=self.started,
+        )
+        self.client.publish(self.topics.bridge_response(name), response.model_dump_json(), qos=1)
 
     def _reject(
         self,

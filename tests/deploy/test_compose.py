@@ -204,7 +204,11 @@ class Deployment:
 
     def localise(self, value: str, ports: Mapping[str, str]) -> str:
         """Compose's names and ports as this machine's, in one pass (no replacement twice)."""
-        replacements = {"@mosquitto:1883": f"@127.0.0.1:{self.broker.port}", **ports}
+        replacements = {
+            "@mosquitto:1883": f"@127.0.0.1:{self.broker.port}",
+            "/data/": f"{self.folder}/data/",  # the arbiter's volume
+            **ports,
+        }
         pattern = "|".join(re.escape(old) for old in sorted(replacements, key=len, reverse=True))
         return re.sub(pattern, lambda found: replacements[found.group(0)], value)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -22,9 +24,11 @@ import pytest
 from hand_mqtt import BrokerUrl, EmbeddedBroker, HandState, MqttClient, PtyHand, Reported, Topics
 from tests.conftest import need
 from tests.deploy.support import (
+    ROOT,
     ServiceProcess,
     SimulatedHandProcess,
     Watcher,
+    service_env,
 )
 from tests.support.brokers import MosquittoProcess, free_port, mosquitto_binary
 from tests.support.system import wait_until as eventually
@@ -35,14 +39,16 @@ HAND = "hand1"
 class Broker:
     """Mosquitto (persistence on) or the embedded broker, on a fixed port, restartable."""
 
-    def __init__(self, kind: str, folder: Path) -> None:
+    def __init__(self, kind: str, folder: Path, *, autosave_interval: int = 1) -> None:
         self.kind = kind
         self.port = free_port()
         self._mosquitto: MosquittoProcess | None = None
         self._embedded: EmbeddedBroker | None = None
         if kind == "mosquitto":
             need(mosquitto_binary() is not None, "mosquitto is not installed")
-            self._mosquitto = MosquittoProcess(self.port, persistence=True, workdir=folder)
+            self._mosquitto = MosquittoProcess(
+                self.port, persistence=True, workdir=folder, autosave_interval=autosave_interval
+            )
 
     @property
     def url(self) -> str:
@@ -63,13 +69,28 @@ class Broker:
             self._embedded.stop()
             self._embedded = None
 
+    def crash(self) -> None:
+        """SIGKILL for Mosquitto; the embedded broker loses its retained messages either way."""
+        if self._mosquitto is not None:
+            self._mosquitto.kill()
+        else:
+            self.stop()
+
 
 class Rig:
     """A broker, a simulated hand on a pty, the services as subprocesses, and a watcher."""
 
-    def __init__(self, kind: str, folder: Path) -> None:
+    def __init__(
+        self,
+        kind: str,
+        folder: Path,
+        *,
+        autosave_interval: int = 1,
+        arbiter_args: tuple[str, ...] = (),
+    ) -> None:
         self.folder = folder
-        self.broker = Broker(kind, folder)
+        self.broker = Broker(kind, folder, autosave_interval=autosave_interval)
+        self.arbiter_args = arbiter_args
         self.topics = Topics(f"t{uuid.uuid4().hex[:10]}")
         self.t = self.topics.hand(HAND)
         self.sim = PtyHand(folder / "pty")
@@ -99,7 +120,7 @@ class Rig:
         return service
 
     def start_arbiter(self) -> ServiceProcess:
-        return self.spawn("arbiter", ["arbiter", *self.common()])
+        return self.spawn("arbiter", ["arbiter", *self.common(), *self.arbiter_args])
 
     def start_device(self, *extra: str, serial: str | None = None) -> ServiceProcess:
         return self.spawn(
@@ -490,3 +511,94 @@ def test_second_device_refused_then_takeover_on_purpose(rig: Rig) -> None:
     rig.wait_transaction("third")
     assert third.alive()
     assert (rig.reported() or Reported()).owner != first_owner
+
+
+# -- crashes of the broker and the arbiter --------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["mosquitto", "amqtt"])
+def test_a_crash_of_the_broker_and_the_arbiter_together_loses_no_command(
+    kind: str, tmp_path: Path
+) -> None:
+    """Mosquitto as shipped saves retained messages every 30 s; the embedded broker never. When
+    both die before a save, the arbiter's state file still has every accepted command: the
+    version goes on and the hand does not move."""
+    rig = Rig(
+        kind,
+        tmp_path,
+        autosave_interval=30,
+        arbiter_args=("--state-file", str(tmp_path / "arbiter" / "state.jsonl")),
+    )
+    try:
+        rig.start()
+        commander = rig.client()
+        rig.command(commander, "one", pose="rockstar")
+        before = rig.wait_transaction("one")
+        commander.stop()
+        rig.arbiter.kill()
+        rig.broker.crash()
+        rig.broker.start()
+        rig.arbiter = rig.start_arbiter()
+        rig.watch()
+        restored = rig.wait_converged("the state after the crash")
+        assert (restored.version, restored.angles) == (before.version, before.angles)
+        commander = rig.client()
+        rig.command(commander, "two", index=10)
+        after = rig.wait_transaction("two")
+        assert after.version == before.version + 1
+        assert after.angles == (10, *before.angles[1:])
+    finally:
+        rig.stop()
+
+
+def hand_mqtt_cli(rig: Rig, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hand_mqtt",
+            *args,
+            "--broker",
+            rig.broker.url,
+            "--base",
+            rig.topics.base,
+        ],
+        capture_output=True,
+        text=True,
+        env=service_env(),
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_stale_online_after_a_broker_restart_is_told_apart(rig: Rig) -> None:
+    """Mosquitto keeps bridge/state=online on disk: after a restart it is back before the
+    arbiter reconnects, or when the arbiter is gone for good. The health check asks the arbiter
+    itself (bridge/request/ping) and is not fooled."""
+    assert hand_mqtt_cli(rig, "health", "arbiter", "-t", "5").returncode == 0
+    # Mosquitto saves its retained messages every second here: wait until "online" is on disk.
+    database = rig.folder / "mosquitto.db"
+    eventually(
+        lambda: database.exists() and rig.topics.bridge_state.encode() in database.read_bytes(),
+        10,
+        "bridge/state saved",
+    )
+    rig.broker.crash()
+    rig.arbiter.kill()  # while the broker is down: nobody will publish its will
+    rig.broker.start()
+    rig.watch()
+    eventually(lambda: rig.last(rig.topics.bridge_state) == b"online", 10, "the stale online")
+    stale = hand_mqtt_cli(rig, "health", "arbiter", "-t", "2")
+    assert stale.returncode == 1
+    assert "does not answer" in stale.stderr
+    # A command now is lost (nobody serves it), and the client says so.
+    lost = hand_mqtt_cli(rig, "set", "index", "10", "-t", "2")
+    assert lost.returncode == 1
+    assert "no answer from the arbiter" in lost.stderr
+    rig.arbiter = rig.start_arbiter()
+    eventually(
+        lambda: hand_mqtt_cli(rig, "health", "arbiter", "-t", "5").returncode == 0,
+        30,
+        "the arbiter answering again",
+    )

@@ -841,3 +841,33 @@ def test_a_viewer_subscribed_to_everything_reads_the_hands_and_nothing_else(
             assert not [m.topic for m in viewer.messages if not m.topic.startswith("hand/")]
         finally:
             viewer.close()
+
+
+def test_who_may_ask_the_arbiter(secured: SecuredBroker) -> None:
+    """Requests to the arbiter (ping, retire): people who command and the services ask, a
+    viewer only reads the answers."""
+    hand = unique_hand()
+    with services(secured, hand):
+        viewer = Watcher(secured.url("viewer"), TOPICS.bridge_response("+"))
+        askers = {user: client(secured.url(user), user) for user in ["viewer", "operator"]}
+        try:
+            for user, mqtt in askers.items():
+                mqtt.publish(TOPICS.bridge_request("ping"), f'{{"transaction": "{user}"}}', wait=5)
+            askers["operator"].publish(
+                TOPICS.bridge_request("ping"), b'{"transaction": "last"}', wait=5
+            )
+            eventually(lambda: len(viewer.on(TOPICS.bridge_response("ping"))) >= 2, 10, "pongs")
+            answered = [
+                json.loads(m.payload)["transaction"]
+                for m in viewer.on(TOPICS.bridge_response("ping"))
+            ]
+            assert answered == ["operator", "last"]
+        finally:
+            for mqtt in askers.values():
+                mqtt.stop()
+            viewer.close()
+        for user, code in [("arbiter", 0), ("operator", 0), ("viewer", 1)]:
+            result = CliRunner().invoke(
+                app, ["health", "arbiter", "--broker", secured.url(user), "-t", "2"]
+            )
+            assert result.exit_code == code, (user, result.output)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hand_mqtt import Arbiter, BrokerUrl, MqttClient, PoseBook, Topics
+from typer.testing import CliRunner
+
+from hand_mqtt import Arbiter, BridgeResponse, BrokerUrl, MqttClient, PoseBook, Topics
+from hand_mqtt.cli import app
 from tests.support.system import Recorder, wait_until
 
 
@@ -190,6 +193,80 @@ def test_a_stop_ends_a_gesture_and_refuses_the_next(broker_url: BrokerUrl, topic
         wait_until(lambda: arbiter.state("hand1").transaction == "sentinel", 5, "the sentinel")
         assert arbiter.state("hand1").version == locked.version + 1
         assert arbiter.state("hand1").angles == locked.angles
+    finally:
+        client.stop()
+        recorder.close()
+        arbiter.stop()
+
+
+def test_refused_commands_hold_no_slot_and_a_retired_hand_frees_one(
+    broker_url: BrokerUrl, topics: Topics
+) -> None:
+    """Commands to any number of made-up hands that are all refused take no slot; an operator
+    retires a hand to free its slot, and a restart does not bring it back."""
+    arbiter = _arbiter(broker_url, topics, hands=None, max_hands=2)
+    recorder = Recorder(broker_url, f"{topics.base}/#")
+    client = MqttClient(broker_url, name="t")
+    client.connect()
+    cli = CliRunner()
+    where = ["--broker", str(broker_url), "--base", topics.base]
+    try:
+        for n in range(30):
+            client.publish(topics.hand(f"ghost{n}").set, b'{"index": 999}')
+        wait_until(lambda: len(recorder.on(topics.hand("ghost29").error)) == 1, 10)
+        client.publish(topics.hand("left").set, b'{"index": 1}')
+        client.publish(topics.hand("right").set, b'{"index": 2}')
+        client.publish(topics.hand("third").set, b'{"index": 3}')
+        wait_until(lambda: recorder.on(topics.hand("third").error), 10)
+        assert arbiter.hands == ["left", "right"]
+        assert "retire one" in recorder.last_json(topics.hand("third").error)["error"]
+
+        retired = cli.invoke(app, ["retire", "left", *where])
+        assert retired.exit_code == 0, retired.output
+        assert f"{topics.base}/left: retired" in retired.output
+        assert arbiter.hands == ["right"]
+        # Its retained topics are cleared (an empty retained message deletes one).
+        wait_until(lambda: recorder.on(topics.hand("left").finger("index"))[-1].payload == b"")
+        assert recorder.on(topics.hand("left").state)[-1].payload == b""
+        client.publish(topics.hand("third").set, b'{"index": 3}')
+        wait_until(lambda: arbiter.state("third").version == 1, 10)
+
+        unknown = cli.invoke(app, ["retire", "ghost3", *where])
+        assert unknown.exit_code == 1
+        assert "holds no slot" in unknown.output
+    finally:
+        client.stop()
+        recorder.close()
+        arbiter.stop()
+    again = _arbiter(broker_url, topics, hands=None, max_hands=2)
+    try:
+        assert again.hands == ["right", "third"]
+    finally:
+        again.stop()
+
+
+def test_an_arbiter_answers_a_ping_and_refuses_to_retire_named_hands(
+    broker_url: BrokerUrl, topics: Topics
+) -> None:
+    arbiter = _arbiter(broker_url, topics, hands=["left"])
+    recorder = Recorder(broker_url, topics.bridge_response("+"))
+    client = MqttClient(broker_url, name="t")
+    client.connect()
+    try:
+        client.publish(topics.bridge_request("ping"), b'{"transaction": 7}')
+        client.publish(topics.bridge_request("retire"), b'{"hand": "left", "transaction": "r"}')
+        client.publish(topics.bridge_request("ping"), b"[]")
+        wait_until(lambda: len(recorder.on(topics.bridge_response("ping"))) == 2, 10)
+        pong = BridgeResponse.model_validate_json(
+            recorder.on(topics.bridge_response("ping"))[0].payload
+        )
+        assert (pong.status, pong.transaction, pong.session) == ("ok", 7, arbiter.session)
+        refused = recorder.last_json(topics.bridge_response("ping"))
+        assert (refused["status"], refused["transaction"]) == ("error", None)
+        retire = recorder.last_json(topics.bridge_response("retire"))
+        assert (retire["status"], retire["transaction"]) == ("error", "r")
+        assert "by name" in retire["error"]
+        assert arbiter.hands == ["left"]
     finally:
         client.stop()
         recorder.close()

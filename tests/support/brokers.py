@@ -61,6 +61,7 @@ class MosquittoProcess:
         extra_config: str = "",
         persistence: bool = False,
         workdir: Path | None = None,
+        autosave_interval: int = 1,
     ) -> None:
         binary = mosquitto_binary()
         if binary is None:
@@ -69,6 +70,7 @@ class MosquittoProcess:
         self.port = port or free_port()
         self.extra_config = extra_config
         self.persistence = persistence
+        self.autosave_interval = autosave_interval
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="hand-mqtt-mosquitto-"))
         self.process: subprocess.Popen[bytes] | None = None
@@ -85,11 +87,15 @@ class MosquittoProcess:
             "max_queued_messages 10000",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
-            "autosave_interval 1",
+            f"autosave_interval {self.autosave_interval}",
             "log_dest stderr",
             "log_type error",
             "log_type warning",
         ]
+        if os.geteuid() == 0:
+            # Started as root, Mosquitto would switch to the "mosquitto" user, which cannot
+            # write the test's private folder: persistence would fail ("Permission denied").
+            lines.insert(0, "user root")
         return "\n".join(lines) + "\n" + self.extra_config
 
     def start(self) -> None:
