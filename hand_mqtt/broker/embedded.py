@@ -7,7 +7,9 @@ other broker. Its retained messages live in memory: they are gone when it stops.
 By default anyone may connect and do anything, which suits one machine on a trusted network.
 Given Mosquitto's password file and ACL file (see ``hand_mqtt.accounts``) it checks users and
 topic rights the way Mosquitto does, with two plugins of ours: one checks passwords, the other
-checks every publish, every delivery and every subscription against the ACL.
+checks every publish and every delivery (retained messages too) against the ACL; like Mosquitto
+it accepts any subscription. Wills, client ids and resource limits are handled as Mosquitto does
+too (see ``_broker_class`` and :class:`BrokerLimits`).
 """
 
 from __future__ import annotations
