@@ -1,9 +1,9 @@
 """The desktop controller: a Tkinter window that drives a hand through :class:`HandClient`.
 
-Threads: :class:`HandClient` runs its own network thread and calls our listener there; the
-listener only puts the news on a queue. Commands run on one worker thread (so they keep their
-order and the window never waits for the broker). The Tk thread polls the queue with
-``after`` and is the only thread that touches a widget.
+Threads: :class:`HandClient` runs its own network thread; the window takes the hand's changes
+from :meth:`HandClient.changes` on the Tk thread, which polls them (and a queue of finished
+commands) with ``after`` and is the only thread that touches a widget. Commands run on one
+worker thread (so they keep their order and the window never waits for the broker).
 """
 
 from __future__ import annotations
@@ -110,7 +110,8 @@ class HandWindow:
         self.client = client
         self.poll_ms = poll_ms
         self.command_timeout = command_timeout
-        self._queue: queue.SimpleQueue[_News | _Done] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Done] = queue.SimpleQueue()
+        self._changes = client.changes()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hand-mqtt-gui")
         # The emergency stop never waits behind a command that is still waiting for its answer.
         self._urgent = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hand-mqtt-gui-stop")
@@ -128,8 +129,7 @@ class HandWindow:
         root.title(f"hand-mqtt: {client.hand_topics.root}")
         self._build()
         self._set_poses(list(BUILTIN_POSES))
-        self._queue.put(self._news(client.snapshot()))
-        client.add_listener(self._on_snapshot)
+        self._apply(self._news(client.snapshot()))
         self._tick()
 
     # -- layout ----------------------------------------------------------------------------
@@ -423,7 +423,7 @@ class HandWindow:
         if self._snapshot is not None:
             self._update_plot(self._snapshot)
 
-    # -- news (network thread → queue → Tk thread) -------------------------------------------
+    # -- news (the client's changes, taken on the Tk thread) ---------------------------------
 
     def _news(self, snapshot: Snapshot) -> _News:
         errors = self.client.errors
@@ -433,10 +433,6 @@ class HandWindow:
             errors[-1] if errors else None,
             tuple(self.client.gestures),
         )
-
-    def _on_snapshot(self, snapshot: Snapshot) -> None:
-        if not self._closed:
-            self._queue.put(self._news(snapshot))
 
     def _tick(self) -> None:
         if self._closed:
@@ -449,18 +445,15 @@ class HandWindow:
 
     def process_events(self) -> None:
         """Apply what arrived from the other threads (the ``after`` loop calls this)."""
-        news: _News | None = None
         while True:
             try:
-                item = self._queue.get_nowait()
+                done = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if isinstance(item, _News):
-                news = item
-            else:
-                self._finish(item)
-        if news is not None:
-            self._apply(news)
+            self._finish(done)
+        changes = self._changes.pending()
+        if changes:  # only the latest matters: the window shows the hand as it is now
+            self._apply(self._news(changes[-1]))
         connected = self.client.connected
         if connected != self._connected:
             self._connected = connected
@@ -636,6 +629,7 @@ class HandWindow:
         if self._closed:
             return
         self._closed = True
+        self._changes.close()
         if self._after is not None:
             with contextlib.suppress(tk.TclError):
                 self.root.after_cancel(self._after)
