@@ -236,6 +236,8 @@ class HandClient:
 
     def set(
         self,
+        angles: Mapping[str, int] | None = None,
+        /,
         *,
         index: int | None = None,
         middle: int | None = None,
@@ -246,8 +248,14 @@ class HandClient:
         wait: Wait = "accepted",
         timeout: float | None = None,
     ) -> HandState:
-        """Set the fingers named (0 contracted … 180 extended); the others stay."""
-        command = payloads.fingers(index=index, middle=middle, ring=ring, pinky=pinky, thumb=thumb)
+        """Set the fingers named (0 contracted … 180 extended); the others stay.
+
+        Name them as keywords, ``set(index=90, thumb=0)``, or in a mapping when the finger is
+        a value, ``set({finger: 90})``.
+        """
+        command = payloads.fingers(
+            angles, index=index, middle=middle, ring=ring, pinky=pinky, thumb=thumb
+        )
         return self.send(payloads.timed(command, duration), wait=wait, timeout=timeout)
 
     def nudge(

@@ -329,7 +329,7 @@ class HandWindow:
         def command() -> None:
             self.run_command(
                 f"{finger} to {angle}",
-                lambda: self.client.send({finger: angle}, timeout=self.command_timeout),
+                lambda: self.client.set({finger: angle}, timeout=self.command_timeout),
             )
 
         return command

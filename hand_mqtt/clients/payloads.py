@@ -7,7 +7,7 @@ same sentence for the same mistake.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hand_mqtt.errors import CommandError
@@ -29,8 +29,11 @@ def pose(name: str) -> Payload:
     return {"pose": name}
 
 
-def fingers(**angles: int | None) -> Payload:
-    payload: Payload = {finger_name(f): a for f, a in angles.items() if a is not None}
+def fingers(named: Mapping[str, int] | None = None, **angles: int | None) -> Payload:
+    payload: Payload = {finger_name(f): a for f, a in (named or {}).items()}
+    for finger, angle in angles.items():
+        if angle is not None:
+            payload[finger_name(finger)] = angle
     if not payload:
         raise CommandError(f"name at least one finger to set ({', '.join(FINGERS)})")
     return payload

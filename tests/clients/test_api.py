@@ -57,11 +57,13 @@ def test_typed_commands_return_the_new_desired_state(hand: HandClient, system: S
     assert (peace.angles, peace.pose) == ((180, 180, 0, 0, 0), "peace")
     assert peace.version == before.version + 1
     assert hand.set(index=90, thumb=0).angles == (90, 180, 0, 0, 0)
+    assert hand.set({"ring": 10}, pinky=20).angles == (90, 180, 10, 20, 0)
+    assert hand.set({"ring": 0, "pinky": 0}).angles == (90, 180, 0, 0, 0)
     assert hand.nudge("thumb", -15).angles == (90, 180, 0, 0, 0)  # clamped at 0
     assert hand.nudge("index", 15).angles == (105, 180, 0, 0, 0)
     last = hand.angles([180, None, 0, 0, 0])
     assert last.angles == (180, 180, 0, 0, 0)
-    assert last.version == before.version + 5
+    assert last.version == before.version + 7
     assert hand.state == last
     system.wait_hand(last.angles)
 
@@ -103,6 +105,8 @@ def test_refusals_raise_the_arbiters_sentence(hand: HandClient) -> None:
         hand.nudge("toe", 15)
     with pytest.raises(CommandError, match="name at least one finger"):
         hand.set()
+    with pytest.raises(CommandError, match="unknown finger 'toe'"):
+        hand.set({"toe": 1})
     with pytest.raises(CommandError, match="give five angles"):
         hand.angles([0, 0])
 
