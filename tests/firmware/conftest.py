@@ -1,18 +1,23 @@
-"""Fixtures for the firmware tests: the AVR toolchain, one shared build, the simavr runner.
+"""Fixtures for the firmware tests: the AVR toolchain, one shared build, the simavr runner, and
+the real StandardFirmata from the npm registry.
 
 Locally a missing toolchain skips these tests with the apt-get line to fix it; in CI
-(``CI=true``) it fails them instead.
+(``CI=true``) it fails them instead. An npm registry that cannot be reached skips the
+StandardFirmata tests with the reason, in CI too: everything else still runs.
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from hand_mqtt.devtools import firmware
 from hand_mqtt.devtools.firmware import BuildResult
+from hand_mqtt.devtools.standard_firmata import standard_firmata
+from hand_mqtt.errors import FirmwareError
 from tests.conftest import need
 
 __all__ = ["BUILD_TOOLS", "FIRMWARE_DIR", "SIMAVR_HEADER", "missing", "need"]
@@ -54,3 +59,30 @@ def sim_runner(firmware_build: BuildResult) -> Path:
         f"simavr development files missing: sudo apt-get install {firmware.SIM_PACKAGES}",
     )
     return firmware.build_simulator()
+
+
+def _registry_unreachable() -> str | None:
+    """Why the npm registry cannot be reached, or None when it answers."""
+    try:
+        done = subprocess.run(
+            ["npm", "ping"], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    if done.returncode == 0:
+        return None
+    lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+    return lines[-1] if lines else f"npm ping exited {done.returncode}"
+
+
+@pytest.fixture(scope="session")
+def standard_firmata_elf(toolchain: None) -> Path:
+    """The real StandardFirmata 2.4 for the Uno, fetched from npm into the cache folder once."""
+    need(shutil.which("npm") is not None, "npm is missing: sudo apt-get install npm")
+    try:
+        return standard_firmata()
+    except FirmwareError as exc:
+        unreachable = _registry_unreachable()
+        if unreachable is None:
+            raise
+        pytest.skip(f"the npm registry cannot be reached ({unreachable}): {exc}")

@@ -1,16 +1,19 @@
-"""From a plain MQTT client to the servo pins of the real firmware.
+"""From a plain MQTT client to the servo pins of the real firmware, for both hand drivers.
 
-client (paho) → Mosquitto → arbiter → Mosquitto → device service → pty → firmware ELF in simavr
-(realtime) → Timer1 pulses on pins 11/10/9/6/5, read back from the emulator's VCD trace.
+client (paho) → Mosquitto → arbiter → Mosquitto → device service → pty → firmware in simavr
+(realtime) → servo pulses on pins 11/10/9/6/5, read back from the emulator's VCD trace.
 
-Every command form is checked at the pins: each finger's pulse width is its commanded angle's
-within one degree's worth of microseconds, and the retained ``reported`` agrees. The failsafe
-is checked with the device service in its own process, frozen with SIGSTOP; garbage goes on the
-line through the device service's own port (its link seam).
+Each test runs on the bundled firmware (its ELF, driven by the framed driver) and on the real
+StandardFirmata 2.4 (fetched from npm, driven by the Firmata driver), unless it is about what
+only one of them has. Every command form is checked at the pins: each finger's pulse width is
+its commanded angle's within one degree's worth of microseconds, and the retained ``reported``
+agrees. The failsafe is checked with the device service in its own process, frozen with
+SIGSTOP; garbage goes on the line through the device service's own port (its link seam).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -36,7 +39,9 @@ from hand_mqtt import (
     Topics,
 )
 from hand_mqtt.devtools.emulator import EmulatedHand, Pulse, angle_to_pulse_us
-from hand_mqtt.devtools.firmware import BuildResult
+from hand_mqtt.errors import LinkError
+from hand_mqtt.hardware.driver import HandDriver
+from hand_mqtt.hardware.firmata import FIRMATA_BAUDRATE, FirmataDriver
 from hand_mqtt.hardware.framed import FramedDriver
 from hand_mqtt.hardware.link import SerialLink
 from hand_mqtt.hardware.protocol import DeviceConfig
@@ -47,6 +52,8 @@ from tests.support.system import wait_until
 pytestmark = [pytest.mark.firmware, pytest.mark.emulator]
 
 FINGERS = ("index", "middle", "ring", "pinky", "thumb")
+BUNDLED = "bundled"
+FIRMATA = "standard-firmata"
 ONE_DEGREE_US = (2400 - 544) / 180
 Angles = tuple[int, ...]
 
@@ -102,13 +109,22 @@ class PlainClient:
 
 
 class NoisyLink(SerialLink):
-    """The device service's serial link, with a way to put line noise on its wire."""
+    """The device service's serial link, with a way to put line noise on its wire and to pull
+    the cable."""
+
+    unplugged = False
 
     def inject(self, data: bytes) -> None:
         """Write raw bytes to the firmware, between the device service's own frames."""
         for start in range(0, len(data), 64):  # at the pace of a busy line
             self.write(data[start : start + 64])
             time.sleep(0.01)
+
+    def read_available(self) -> bytes:
+        if self.unplugged:
+            self.unplugged = False
+            raise LinkError(f"{self.url} was unplugged")
+        return super().read_available()
 
 
 def widths_since(pulses: dict[str, list[Pulse]], finger: str, start_s: float) -> list[float]:
@@ -125,8 +141,14 @@ def off_by(widths: Sequence[float], angle: int) -> list[float]:
     return [round(w - expected, 2) for w in widths if abs(w - expected) > ONE_DEGREE_US]
 
 
-def wait_pins(hand: EmulatedHand, angles: Sequence[int], timeout: float = 3.0) -> None:
-    """Wait until the last three pulses of every finger stand for its angle (±1 degree)."""
+def wait_pins(
+    hand: EmulatedHand,
+    angles: Sequence[int],
+    timeout: float = 3.0,
+    fingers: Sequence[str] = FINGERS,
+) -> None:
+    """Wait until the last three pulses of every finger (of ``fingers``) stand for its angle
+    (±1 degree)."""
     deadline = time.monotonic() + timeout
     while True:
         pulses = hand.pulses()
@@ -134,7 +156,7 @@ def wait_pins(hand: EmulatedHand, angles: Sequence[int], timeout: float = 3.0) -
         wrong = {
             f: (angle, [round(w, 1) for w in recent[f]])
             for f, angle in zip(FINGERS, angles, strict=True)
-            if len(recent[f]) < 3 or off_by(recent[f], angle)
+            if f in fingers and (len(recent[f]) < 3 or off_by(recent[f], angle))
         }
         if not wrong:
             return
@@ -146,10 +168,24 @@ def wait_pins(hand: EmulatedHand, angles: Sequence[int], timeout: float = 3.0) -
 # -- fixtures ---------------------------------------------------------------------------------
 
 
+@pytest.fixture(params=[BUNDLED, FIRMATA])
+def firmware_kind(request: pytest.FixtureRequest) -> str:
+    """Which firmware the emulated Uno runs (and which driver the device service uses)."""
+    kind: str = request.param
+    return kind
+
+
 @pytest.fixture
-def hand(firmware_build: BuildResult, sim_runner: Path, tmp_path: Path) -> Iterator[EmulatedHand]:
+def hand(
+    firmware_kind: str, request: pytest.FixtureRequest, sim_runner: Path, tmp_path: Path
+) -> Iterator[EmulatedHand]:
+    elf: Path = (
+        request.getfixturevalue("standard_firmata_elf")
+        if firmware_kind == FIRMATA
+        else request.getfixturevalue("firmware_build").elf
+    )
     with EmulatedHand(
-        firmware_build.elf, runner=sim_runner, realtime=True, vcd=tmp_path / "servos.vcd"
+        elf, runner=sim_runner, realtime=True, vcd=tmp_path / "servos.vcd"
     ) as emulated:
         yield emulated
 
@@ -185,6 +221,7 @@ def links() -> list[NoisyLink]:
 def device(
     url: BrokerUrl,
     topics: Topics,
+    firmware_kind: str,
     hand: EmulatedHand,
     arbiter: Arbiter,
     plain: PlainClient,
@@ -193,14 +230,20 @@ def device(
     # No failsafe, hence no heartbeats: the line is quiet between commands, so injected noise
     # never lands in the middle of one of the service's frames.
     settings = DeviceSettings(ack_timeout=0.25, firmware=DeviceConfig(failsafe_timeout_ms=0))
-    links.append(NoisyLink(hand.path))
+    driver: HandDriver
+    if firmware_kind == FIRMATA:
+        links.append(NoisyLink(hand.path, baudrate=FIRMATA_BAUDRATE))
+        driver = FirmataDriver(links[-1])
+    else:
+        links.append(NoisyLink(hand.path))
+        driver = FramedDriver(links[-1], config=settings.firmware, ack_timeout=0.25)
     service = DeviceService(
         MqttClient(url, name="device"),
         hand.path,
         topics=topics,
         hand="hand1",
         settings=settings,
-        driver=FramedDriver(links[-1], config=settings.firmware, ack_timeout=0.25),
+        driver=driver,
     )
     service.start()
     try:
@@ -211,9 +254,15 @@ def device(
 
 
 def command(
-    plain: PlainClient, hand: EmulatedHand, arbiter: Arbiter, topic: str, payload: str
+    plain: PlainClient,
+    hand: EmulatedHand,
+    arbiter: Arbiter,
+    topic: str,
+    payload: str,
+    fingers: Sequence[str] = FINGERS,
 ) -> Angles:
-    """Publish a command, wait for reported and the pins to follow; return the new angles."""
+    """Publish a command, wait for reported and the pins (of ``fingers``) to follow; return
+    the new angles."""
     before = arbiter.state("hand1").version
     plain.publish(topic, payload)
     wait_until(lambda: arbiter.state("hand1").version > before, 5, f"{payload} accepted")
@@ -221,7 +270,7 @@ def command(
     reported = plain.wait_reported(angles)
     assert reported["link"] == "up"
     wait_until(lambda: plain.last().get("version") == arbiter.state("hand1").version, 5)
-    wait_pins(hand, angles)
+    wait_pins(hand, angles, fingers=fingers)
     return angles
 
 
@@ -275,6 +324,132 @@ def test_partial_updates_move_only_their_fingers(
         current = got
 
 
+def wait_version(plain: PlainClient, arbiter: Arbiter, what: str, timeout: float = 10.0) -> None:
+    """Wait until ``reported`` names the arbiter's current version (the hand applied it)."""
+    wait_until(
+        lambda: (
+            plain.last().get("version") == arbiter.state("hand1").version
+            and plain.last().get("link") == "up"
+        ),
+        timeout,
+        f"{what} (last reported: {plain.last()})",
+    )
+
+
+def publish_accepted(plain: PlainClient, arbiter: Arbiter, topic: str, payload: str) -> None:
+    before = arbiter.state("hand1").version
+    plain.publish(topic, payload)
+    wait_until(lambda: arbiter.state("hand1").version > before, 5, f"{payload} accepted")
+
+
+def pulse_counts_since(hand: EmulatedHand, mark: float) -> dict[str, int]:
+    pulses = hand.pulses()
+    return {finger: len(widths_since(pulses, finger, mark)) for finger in FINGERS}
+
+
+@pytest.mark.parametrize("firmware_kind", [FIRMATA])
+def test_relaxed_fingers_get_no_pulses_and_are_held_low_until_driven_again(
+    device: DeviceService, hand: EmulatedHand, arbiter: Arbiter, plain: PlainClient, topics: Topics
+) -> None:
+    t = topics.hand("hand1")
+    angles = command(plain, hand, arbiter, t.set, json.dumps({"angles": [30, 60, 90, 120, 150]}))
+    publish_accepted(plain, arbiter, t.set, json.dumps({"relax": ["index", "ring"]}))
+    wait_version(plain, arbiter, "the relaxed fingers confirmed")
+    assert plain.last()["relaxed"] == ["index", "ring"]
+    assert [plain.last()[f] for f in FINGERS] == list(angles)
+    # From now on the relaxed fingers' pins stay low while the others keep their pulses. The
+    # trace is written every 20 ms of emulated time: one flush after the time it shows, the
+    # relax confirmed before is in the past.
+    mark = hand.trace_time() + 0.02
+    wait_until(lambda: hand.trace_time() > mark + 0.2, 10, "ten servo frames in the trace")
+    counts = pulse_counts_since(hand, mark)
+    assert min(counts[f] for f in ("middle", "pinky", "thumb")) >= 5, counts
+    assert counts["index"] == counts["ring"] == 0, counts
+    levels = hand.pin_levels()
+    assert levels["index"] == levels["ring"] == 0, levels
+    wait_pins(hand, angles, fingers=("middle", "pinky", "thumb"))
+
+    # A command that names a relaxed finger drives it again; the other stays relaxed.
+    command_angles = command(
+        plain, hand, arbiter, t.finger_set("index"), "45", fingers=("index", "middle")
+    )
+    assert plain.last()["relaxed"] == ["ring"]
+    assert command_angles[0] == 45
+    publish_accepted(plain, arbiter, t.pose_set, "open")
+    wait_version(plain, arbiter, "every finger driven again")
+    assert plain.last()["relaxed"] == []
+    wait_pins(hand, BUILTIN_POSES["open"])
+
+
+def test_a_board_reset_on_reopen_brings_the_hand_back_to_the_desired_state(
+    device: DeviceService,
+    links: list[NoisyLink],
+    hand: EmulatedHand,
+    arbiter: Arbiter,
+    plain: PlainClient,
+    topics: Topics,
+) -> None:
+    t = topics.hand("hand1")
+    command(plain, hand, arbiter, t.pose_set, "rockstar")
+    (link,) = links
+    seen = len(plain.history())
+    # The cable is pulled as the next command comes: the device service loses its port, opens
+    # it again, and that open resets the Uno (the emulator's DTR reset), whose firmware starts
+    # afresh and knows nothing of the servos.
+    link.unplugged = True
+    publish_accepted(plain, arbiter, t.set, json.dumps({"angles": [10, 170, 20, 160, 90]}))
+    wait_until(
+        lambda: any(r.get("link") == "down" for r in plain.history()[seen:]),
+        10,
+        "reported link down",
+    )
+    wait_version(plain, arbiter, "the hand back at the desired state after the reset", 20)
+    assert [plain.last()[f] for f in FINGERS] == [10, 170, 20, 160, 90]
+    assert plain.last()["relaxed"] == []
+    wait_pins(hand, (10, 170, 20, 160, 90))
+
+
+def test_a_board_that_restarts_unannounced_is_driven_again(
+    device: DeviceService,
+    firmware_kind: str,
+    hand: EmulatedHand,
+    arbiter: Arbiter,
+    plain: PlainClient,
+    topics: Topics,
+) -> None:
+    t = topics.hand("hand1")
+    angles = command(plain, hand, arbiter, t.pose_set, "okay")
+    seen = len(plain.history())
+    mark = now_emulated(hand)
+    # The reset button (or a brown-out): the port stays open, nobody tells the device service.
+    hand.reset()
+
+    def restart_reported() -> bool:
+        return any(r.get("index") is None for r in plain.history()[seen:])
+
+    # The firmware announces itself as it starts; the device service stops vouching for the
+    # angles, configures the servos again and drives them to the desired state.
+    wait_until(restart_reported, 20, f"a reported without angles (saw {plain.history()[seen:]})")
+    wait_version(plain, arbiter, "the hand back at the desired state", 20)
+    assert [plain.last()[f] for f in FINGERS] == list(angles)
+    assert plain.last()["link"] == "up"
+    wait_pins(hand, angles)
+    if firmware_kind == FIRMATA:
+        # The restarted board drove no servo through its start-up blink (about 2 s), then the
+        # pulses came back.
+        def stopped_and_back() -> bool:
+            starts = [p.start_s for p in hand.pulses()["index"] if p.start_s >= mark]
+            return any(
+                later - earlier > 1.0 and len(starts) - position >= 3
+                for position, (earlier, later) in enumerate(itertools.pairwise(starts), 1)
+            )
+
+        wait_until(stopped_and_back, 10, "a pause of the index's pulses, and three after it")
+
+
+# StandardFirmata has no checksum: line noise can move its servos. Only the bundled firmware
+# promises this.
+@pytest.mark.parametrize("firmware_kind", [BUNDLED])
 def test_garbage_on_the_line_moves_no_servo(
     device: DeviceService,
     links: list[NoisyLink],
@@ -307,6 +482,7 @@ def test_garbage_on_the_line_moves_no_servo(
     assert plain.last()["thumb"] == 120
 
 
+@pytest.mark.parametrize("firmware_kind", [BUNDLED])  # StandardFirmata has no failsafe
 def test_failsafe_fires_when_the_device_service_goes_silent(
     hand: EmulatedHand,
     arbiter: Arbiter,

@@ -192,12 +192,15 @@ def test_up_emulate_from_the_wheel(
                 break
         time.sleep(0.3)
     assert reported.get("link") == "up", reported
-    assert reported["firmware"] == {
+    firmware = reported["firmware"]
+    assert isinstance(firmware, dict)
+    assert {key: firmware[key] for key in ("name", "version", "protocol", "fingers")} == {
         "name": "hand-mqtt",
         "version": "2.0.0",
         "protocol": 2,
         "fingers": 5,
     }
+    assert firmware["failsafe"] is True
     runners = list(installed.cache.glob("hand-mqtt/firmware-*/sim/hand-sim"))
     assert runners, "the simavr runner was not built in the cache"
     process.send_signal(signal.SIGINT)
