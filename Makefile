@@ -4,9 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-# Debian packages the tests need: real brokers, the AVR toolchain and emulator, a virtual screen.
+# Debian packages the tests need: real brokers, the AVR toolchain and emulator, a virtual screen,
+# a browser for the web page.
 DEB_PACKAGES := mosquitto mosquitto-clients gcc-avr avr-libc arduino-core-avr simavr \
-	libsimavr-dev libelf-dev avrdude xvfb xdotool python3-tk docker-compose
+	libsimavr-dev libelf-dev avrdude xvfb xdotool python3-tk docker-compose \
+	chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help run test test-compose deps lint typecheck compose-check pytest firmware bench clean

@@ -44,13 +44,17 @@ def cli_command(url: str, runs: int) -> dict[str, Any]:
         system.stop()
 
 
+_WEB_ON_FREE_PORTS = ("--web-port", "0", "--ws-port", "0")
+
+
 def up_ready(runs: int) -> dict[str, Any]:
     times = []
     for _ in range(runs):
         port = free_port()
         start = time.perf_counter()
         process = subprocess.Popen(
-            [*_command(), "up", "--port", str(port), "--no-live"],
+            # The page and the websockets listener on, as by default, on free ports.
+            [*_command(), "up", "--port", str(port), "--no-live", *_WEB_ON_FREE_PORTS],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -23,6 +23,7 @@ from hand_mqtt.errors import (
     MqttError,
     NoAnswerError,
     ProtocolError,
+    WebStartError,
 )
 from hand_mqtt.gestures import Gesture, GestureStep
 from hand_mqtt.hardware.driver import HandDriver, HandInfo
@@ -49,6 +50,7 @@ from hand_mqtt.topics import HandTopics, Topics
 if typing.TYPE_CHECKING:
     from hand_mqtt.broker.embedded import EmbeddedBroker
     from hand_mqtt.clients.aio import AsyncChanges, AsyncHandClient
+    from hand_mqtt.clients.web import WebServer
     from hand_mqtt.devtools.simulated_port import PtyHand, SocketHand
     from hand_mqtt.devtools.simulator import SimulatedFirmware
     from hand_mqtt.services.stack import Stack, StackSettings
@@ -64,6 +66,7 @@ _LAZY = {
     "SocketHand": ".devtools.simulated_port",
     "Stack": ".services.stack",
     "StackSettings": ".services.stack",
+    "WebServer": ".clients.web",
 }
 
 __version__ = importlib.metadata.version("hand-mqtt")
@@ -118,6 +121,8 @@ __all__ = [
     "Stack",
     "StackSettings",
     "Topics",
+    "WebServer",
+    "WebStartError",
     "Will",
     "__version__",
     "parse_command",

@@ -11,6 +11,7 @@ HandMqttError
  │    └── NoAnswerError  nothing confirmed or rejected a command in time
  ├── DeviceBusyError     another device service already owns the hand
  ├── BrokerStartError    the embedded broker could not start
+ ├── WebStartError       the web page's server could not start
  └── FirmwareError       building, emulating or flashing the firmware failed
 ```
 
@@ -32,6 +33,7 @@ __all__ = [
     "MqttError",
     "NoAnswerError",
     "ProtocolError",
+    "WebStartError",
 ]
 
 
@@ -81,6 +83,10 @@ class DeviceBusyError(HandMqttError):
 
 class BrokerStartError(HandMqttError):
     """The embedded broker could not start (port taken, bad configuration)."""
+
+
+class WebStartError(HandMqttError):
+    """The web page's server could not start (port taken, files missing)."""
 
 
 class FirmwareError(HandMqttError):

@@ -31,13 +31,17 @@ def need(condition: bool, reason: str) -> None:
 @pytest.fixture(scope="session")
 def mosquitto_broker() -> Iterator[MosquittoProcess]:
     need(mosquitto_binary() is not None, "mosquitto is not installed")
-    broker = MosquittoProcess()
+    broker = MosquittoProcess(websockets_port=free_port())
     broker.start()
     yield broker
     broker.cleanup()
 
 
 AMQTT_PORT = free_port()
+AMQTT_WS_PORT = free_port()
+AMQTT_SPARE_PORTS = (free_port(), free_port())
+"""TCP and websockets ports for a test's own embedded broker (one at a time): amqtt's leaked
+sockets on them are forgiven like those of the session's broker."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -49,16 +53,17 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "filterwarnings", "ignore:unclosed transport <_SelectorSocketTransport:ResourceWarning"
     )
-    config.addinivalue_line(
-        "filterwarnings",
-        rf"ignore:unclosed <socket\.socket .*laddr=\('127\.0\.0\.1', {AMQTT_PORT}\)"
-        ":ResourceWarning",
-    )
+    for port in (AMQTT_PORT, AMQTT_WS_PORT, *AMQTT_SPARE_PORTS):
+        config.addinivalue_line(
+            "filterwarnings",
+            rf"ignore:unclosed <socket\.socket .*laddr=\('127\.0\.0\.1', {port}\)"
+            ":ResourceWarning",
+        )
 
 
 @pytest.fixture(scope="session")
 def amqtt_broker() -> Iterator[AmqttBroker]:
-    broker = AmqttBroker(AMQTT_PORT)
+    broker = AmqttBroker(AMQTT_PORT, websockets_port=AMQTT_WS_PORT)
     broker.start()
     yield broker
     broker.cleanup()

@@ -1,4 +1,5 @@
-"""Commands for people: the desktop window, the 3D picture and Home Assistant discovery."""
+"""Commands for people: the desktop window, the web page, the 3D picture and Home Assistant
+discovery."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from .common import (
     handle_errors,
     setup_logging,
     topics,
+    wait_for_signal,
 )
 
 __all__ = ["DiscoveryPrefixOption", "app"]
@@ -99,6 +101,43 @@ def gui(
             root.destroy()
     finally:
         client.close()
+
+
+@app.command()
+def web(
+    broker_ws: Annotated[
+        str,
+        typer.Option(
+            "--broker-ws",
+            envvar="HAND_MQTT_BROKER_WS",
+            help="The broker's MQTT-over-websockets URL as browsers reach it "
+            "(a host of 0.0.0.0: the host the page was loaded from).",
+            show_default=True,
+        ),
+    ] = "ws://127.0.0.1:9001/",
+    host: Annotated[
+        str, typer.Option(help="Address to serve the page on (0.0.0.0: every interface).")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(help="Port to serve the page on (0: any free port).", min=0, max=65535)
+    ] = 8080,
+    base: BaseOption = DEFAULT_BASE,
+    hand: HandOption = DEFAULT_HAND,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Serve the web page alone; browsers talk to the broker over websockets."""
+    setup_logging(verbose, service=True)
+    from hand_mqtt.clients.web import WebServer
+
+    with handle_errors():
+        server = WebServer(broker_ws, host=host, port=port, base=base, hand=hand)
+        server.start()
+    typer.echo(f"web page on {server.url} (broker {server.broker_ws})")
+    sys.stdout.flush()
+    try:
+        wait_for_signal()
+    finally:
+        server.stop()
 
 
 @app.command()

@@ -406,8 +406,38 @@ def up(
             help="Use this broker instead of the embedded one.",
         ),
     ] = None,
-    host: Annotated[str, typer.Option(help="Embedded broker address.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Address of the embedded broker and the web page.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Embedded broker port.", min=0, max=65535)] = 1883,
+    web: Annotated[
+        bool,
+        typer.Option(
+            "--web/--no-web",
+            help="Serve the web page, and MQTT over websockets on the embedded broker.",
+        ),
+    ] = True,
+    web_port: Annotated[
+        int,
+        typer.Option("--web-port", help="Port of the web page (0: any free).", min=0, max=65535),
+    ] = 8080,
+    ws_port: Annotated[
+        int,
+        typer.Option(
+            "--ws-port",
+            help="Port of the embedded broker's websockets listener (0: any free).",
+            min=0,
+            max=65535,
+        ),
+    ] = 9001,
+    broker_ws: Annotated[
+        str | None,
+        typer.Option(
+            "--broker-ws",
+            envvar="HAND_MQTT_BROKER_WS",
+            help="With --broker: its websockets URL as browsers reach it, for the web page.",
+        ),
+    ] = None,
     live: Annotated[bool, typer.Option("--live/--no-live", help="Show the live view.")] = True,
     failsafe_timeout: FailsafeTimeoutOption = 2.0,
     failsafe: FailsafeOption = FailsafeChoice.hold,
@@ -418,7 +448,8 @@ def up(
     hand: HandOption = DEFAULT_HAND,
     verbose: VerboseOption = 0,
 ) -> None:
-    """Run everything: broker, arbiter and device service on a simulated hand."""
+    """Run everything: broker, arbiter and device service on a simulated hand, and the web page."""
+    from hand_mqtt.clients.web import check_broker_ws
     from hand_mqtt.services.stack import Stack, StackSettings
 
     setup_logging(verbose, service=verbose > 0)
@@ -440,6 +471,9 @@ def up(
                     pins=parse_pins(pins),
                     relax_on_exit=relax_on_exit,
                 ),
+                websockets_port=ws_port if web and broker is None else None,
+                web_port=web_port if web else None,
+                broker_ws=check_broker_ws(broker_ws) if broker_ws is not None else None,
             )
         )
     with StopSignals() as signals:
@@ -478,10 +512,18 @@ def _welcome(stack: Stack, base: str, hand: str, emulate: bool, firmata: bool) -
     broker_note = "" if stack.settings.broker else " (embedded)"
     # Shown without the password the URL may carry.
     where = BrokerUrl.parse(stack.url)
+    if stack.web is not None:
+        browsers = f"""  ws       {stack.ws_url} (MQTT over websockets, for browsers)
+  web page {stack.web.url}
+"""
+    elif stack.settings.web_port is not None:
+        browsers = "  web page off: give --broker-ws with --broker\n"
+    else:
+        browsers = ""
     typer.echo(
         f"""hand-mqtt is up
   broker   {where}{broker_note}
-  hand     {base}/{hand}: {what}
+{browsers}  hand     {base}/{hand}: {what}
 
 Try, in another terminal:
   hand-mqtt pose peace

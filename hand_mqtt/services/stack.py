@@ -1,8 +1,9 @@
-"""The whole system in one process: broker, arbiter, device service and a hand.
+"""The whole system in one process: broker, arbiter, device service, a hand and the web page.
 
 ``hand-mqtt up`` runs this; tests and benchmarks use it too. Each part can be swapped: an
 external broker instead of the embedded one, a real serial port (or the firmware in the emulator)
-instead of the simulated hand.
+instead of the simulated hand. The web page is served when the browser can reach the broker over
+websockets: the embedded broker's own listener, or an external broker's ``broker_ws``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import logging
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from hand_mqtt.broker.embedded import EmbeddedBroker
 from hand_mqtt.devtools.simulated_port import PtyHand
@@ -20,6 +21,9 @@ from hand_mqtt.mqtt import BrokerUrl, MqttClient
 from hand_mqtt.services.arbiter import Arbiter
 from hand_mqtt.services.device import DeviceService, DeviceSettings
 from hand_mqtt.topics import Topics
+
+if TYPE_CHECKING:
+    from hand_mqtt.clients.web import WebServer
 
 __all__ = ["Stack", "StackSettings"]
 
@@ -48,6 +52,12 @@ class StackSettings:
     poses: PoseBook = field(default_factory=PoseBook)
     takeover: bool = False
     device: DeviceSettings = field(default_factory=DeviceSettings)
+    websockets_port: int | None = None
+    """The embedded broker's MQTT-over-websockets listener (0: any free port; None: none)."""
+    web_port: int | None = None
+    """The web page's port, on ``host`` (0: any free port; None: no page)."""
+    broker_ws: str | None = None
+    """With an external broker: its websockets URL as the browser reaches it, for the page."""
 
 
 class Stack:
@@ -59,8 +69,10 @@ class Stack:
         self.hand: _Hand | None = None
         self.arbiter: Arbiter | None = None
         self.device: DeviceService | None = None
+        self.web: WebServer | None = None
         self._stack = ExitStack()
         self.url = ""
+        self.ws_url: str | None = None
         self.serial_url = ""
 
     def start(self) -> None:
@@ -72,12 +84,14 @@ class Stack:
             )
         try:
             if s.broker is None:
-                self.broker = EmbeddedBroker(s.host, s.port)
+                self.broker = EmbeddedBroker(s.host, s.port, websockets_port=s.websockets_port)
                 self.broker.start()
                 self._stack.callback(self.broker.stop)
                 self.url = self.broker.url
+                self.ws_url = self.broker.websockets_url
             else:
                 self.url = s.broker
+                self.ws_url = s.broker_ws
             url = BrokerUrl.parse(self.url)
             topics = Topics(s.base)
             if s.serial is not None:
@@ -103,6 +117,14 @@ class Stack:
             )
             self.device.start()
             self._stack.callback(self.device.stop)
+            if s.web_port is not None and self.ws_url is not None:
+                from hand_mqtt.clients.web import WebServer
+
+                self.web = WebServer(
+                    self.ws_url, host=s.host, port=s.web_port, base=s.base, hand=s.hand
+                )
+                self.web.start()
+                self._stack.callback(self.web.stop)
         except BaseException:
             self.stop()
             raise

@@ -28,6 +28,9 @@ pytestmark = [pytest.mark.firmware, pytest.mark.emulator]
 ROOT = Path(__file__).resolve().parents[2]
 
 
+_QUIET = ("--no-live", "--no-web")  # no live view, no web page
+
+
 def _env(**extra: str) -> dict[str, str]:
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     return {**os.environ, "PYTHONPATH": path, **extra}
@@ -37,7 +40,7 @@ def _env(**extra: str) -> dict[str, str]:
 def up(sim_runner: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "hand_mqtt", "up", "--emulate", "--port", str(port), "--no-live"],
+        [sys.executable, "-m", "hand_mqtt", "up", "--emulate", "--port", str(port), *_QUIET],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -126,7 +129,7 @@ def test_up_emulate_runs_the_real_firmware(up: tuple[subprocess.Popen[str], int]
 def test_up_emulate_without_the_toolchain_says_what_to_install(tmp_path: Path) -> None:
     port = free_port()
     done = subprocess.run(
-        [sys.executable, "-m", "hand_mqtt", "up", "--emulate", "--no-live", "--port", str(port)],
+        [sys.executable, "-m", "hand_mqtt", "up", "--emulate", *_QUIET, "--port", str(port)],
         capture_output=True,
         text=True,
         env=_env(PATH=str(tmp_path)),

@@ -25,7 +25,7 @@ from tests.support.system import wait_until
 def up() -> Iterator[tuple[subprocess.Popen[str], int, str]]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "hand_mqtt", "up", "--port", str(port), "--no-live"],
+        [sys.executable, "-m", "hand_mqtt", "up", "--port", str(port), "--no-live", "--no-web"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

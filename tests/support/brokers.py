@@ -44,6 +44,11 @@ class RunningBroker(Protocol):
     @property
     def url(self) -> str: ...
 
+    @property
+    def ws_url(self) -> str:
+        """MQTT over websockets, for browsers."""
+        ...
+
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
@@ -62,12 +67,14 @@ class MosquittoProcess:
         persistence: bool = False,
         workdir: Path | None = None,
         autosave_interval: int = 1,
+        websockets_port: int | None = None,
     ) -> None:
         binary = mosquitto_binary()
         if binary is None:
             raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
         self.binary = binary
         self.port = port or free_port()
+        self.websockets_port = websockets_port
         self.extra_config = extra_config
         self.persistence = persistence
         self.autosave_interval = autosave_interval
@@ -78,6 +85,12 @@ class MosquittoProcess:
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        if self.websockets_port is None:
+            raise RuntimeError("this Mosquitto has no websockets listener (pass websockets_port)")
+        return f"ws://127.0.0.1:{self.websockets_port}/"
 
     def config_text(self) -> str:
         lines = [
@@ -96,6 +109,8 @@ class MosquittoProcess:
             # Started as root, Mosquitto would switch to the "mosquitto" user, which cannot
             # write the test's private folder: persistence would fail ("Permission denied").
             lines.insert(0, "user root")
+        if self.websockets_port is not None:
+            lines += [f"listener {self.websockets_port} 127.0.0.1", "protocol websockets"]
         return "\n".join(lines) + "\n" + self.extra_config
 
     def start(self) -> None:
@@ -107,6 +122,8 @@ class MosquittoProcess:
         )
         try:
             wait_for_port(self.port)
+            if self.websockets_port is not None:
+                wait_for_port(self.websockets_port)
         except TimeoutError:
             self.stop()
             raise
@@ -136,20 +153,27 @@ class MosquittoProcess:
 
 
 class AmqttBroker:
-    """The embedded amqtt broker on a free loopback port."""
+    """The embedded amqtt broker on a free loopback port (and websockets on ``websockets_port``)."""
 
     kind = "amqtt"
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, websockets_port: int | None = None) -> None:
         self.port = port or free_port()
+        self.websockets_port = websockets_port
         self._broker: EmbeddedBroker | None = None
 
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
+    @property
+    def ws_url(self) -> str:
+        if self.websockets_port is None:
+            raise RuntimeError("this broker has no websockets listener (pass websockets_port)")
+        return f"ws://127.0.0.1:{self.websockets_port}/"
+
     def start(self) -> None:
-        self._broker = EmbeddedBroker("127.0.0.1", self.port)
+        self._broker = EmbeddedBroker("127.0.0.1", self.port, websockets_port=self.websockets_port)
         self._broker.start()
 
     def stop(self) -> None:

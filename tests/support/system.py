@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from hand_mqtt import (
@@ -80,10 +80,14 @@ class System:
         poses: PoseBook | None = None,
         firmware: SimulatedFirmware | None = None,
         on_frame: Callable[[Frame], None] | None = None,
+        other_hands: Sequence[str] = (),
+        device_url: BrokerUrl | None = None,
     ) -> None:
         self.url = url
+        self.device_url = device_url or url  # on a broker with accounts: the device's own
         self.topics = topics
         self.hand_name = hand
+        self.other_hands = tuple(other_hands)  # served by the arbiter, with no device service
         self.hand_topics = topics.hand(hand)
         self.settings = settings or DeviceSettings(
             ack_timeout=0.2,
@@ -107,7 +111,7 @@ class System:
         self.arbiter = Arbiter(
             MqttClient(self.url, name="arbiter"),
             topics=self.topics,
-            hands=[self.hand_name],
+            hands=[self.hand_name, *self.other_hands],
             poses=self.poses,
         )
         self.arbiter.start()
@@ -121,7 +125,7 @@ class System:
 
     def new_device(self, *, takeover: bool = False, serial: str | None = None) -> DeviceService:
         return DeviceService(
-            MqttClient(self.url, name="device"),
+            MqttClient(self.device_url, name="device"),
             serial or self.sim.path,
             topics=self.topics,
             hand=self.hand_name,
