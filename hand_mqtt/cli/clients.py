@@ -35,8 +35,8 @@ from .common import (
     handle_errors,
     setup_logging,
     topics,
-    wait_for_signal,
 )
+from .shutdown import StopSignals
 
 __all__ = ["DiscoveryPrefixOption", "app"]
 
@@ -129,15 +129,16 @@ def web(
     setup_logging(verbose, service=True)
     from hand_mqtt.clients.web import WebServer
 
-    with handle_errors():
-        server = WebServer(broker_ws, host=host, port=port, base=base, hand=hand)
-        server.start()
-    typer.echo(f"web page on {server.url} (broker {server.broker_ws})")
-    sys.stdout.flush()
-    try:
-        wait_for_signal()
-    finally:
-        server.stop()
+    with StopSignals() as signals:
+        with handle_errors():
+            server = WebServer(broker_ws, host=host, port=port, base=base, hand=hand)
+            server.start()
+        typer.echo(f"web page on {server.url} (broker {server.broker_ws})")
+        sys.stdout.flush()
+        try:
+            signals.wait()
+        finally:
+            server.stop()
 
 
 @app.command()
