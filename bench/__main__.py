@@ -19,9 +19,10 @@ from bench.footprint import firmware_size, idle, state_file, wire
 from bench.hands import many_hands
 from bench.latency import command_latency, relay_floor
 from bench.startup import cli_command, up_ready
+from bench.web import web_page
 
 logger = logging.getLogger("bench")
-SCENARIOS = ("latency", "flood", "hands", "cli", "footprint", "api", "drivers")
+SCENARIOS = ("latency", "flood", "hands", "cli", "footprint", "api", "drivers", "web")
 Row = tuple[str, str, str, str, str]
 
 
@@ -247,6 +248,51 @@ def _run_broker(
                     _budget(kind, c["median_ms"] <= 350, "≤ 350"),
                 )
             )
+        if "web" in args.only:
+            w = web_page(broker.url, broker.ws_url, 5 if q else 20, 10 if q else 40, 3.0)
+            results[f"web/{kind}"] = w
+            rows += [
+                (
+                    "web",
+                    kind,
+                    "page load → ready for commands, median ms",
+                    f"{w['load_ms']:.0f}",
+                    "",
+                ),
+                (
+                    "web",
+                    kind,
+                    "click (WebDriver) → command at a subscriber p50 / p90 ms",
+                    f"{w['click_to_broker_ms'].p50:.1f} / {w['click_to_broker_ms'].p90:.1f}",
+                    "",
+                ),
+                (
+                    "web",
+                    kind,
+                    "  clicked by a script in the page p50 / p90 ms",
+                    f"{w['script_click_to_broker_ms'].p50:.1f}"
+                    f" / {w['script_click_to_broker_ms'].p90:.1f}",
+                    "",
+                ),
+                (
+                    "web",
+                    kind,
+                    "click → hand reported p50 / p90 ms",
+                    f"{w['click_to_hand_ms'].p50:.1f} / {w['click_to_hand_ms'].p90:.1f}",
+                    "",
+                ),
+                (
+                    "web",
+                    kind,
+                    f"slider drag {w['drag_seconds']:.1f} s: commands/s (most in 1 s)",
+                    f"{w['drag_rate']:.1f} ({w['drag_busiest_second']})",
+                    _budget(
+                        kind,
+                        w["drag_busiest_second"] <= 21 and w["drag_final_sent"],
+                        "≤ 20/s (+1 for arrival jitter), final value sent",
+                    ),
+                ),
+            ]
         if "footprint" in args.only and kind == "mosquitto":
             i = idle(broker.url, 5 if q else 10)
             results["idle"] = i

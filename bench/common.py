@@ -118,12 +118,20 @@ class AmqttProcess:
 
     def __init__(self) -> None:
         self.port = free_port()
-        self.service = Service("broker", "--port", str(self.port))
+        self.websockets_port = free_port()
+        self.service = Service(
+            "broker", "--port", str(self.port), "--websockets", str(self.websockets_port)
+        )
         wait_for_port(self.port)
+        wait_for_port(self.websockets_port)
 
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.websockets_port}/"
 
     def start(self) -> None:
         pass
@@ -146,7 +154,7 @@ def shipped_queue_limits() -> str:
 def broker_process(kind: str) -> Iterator[RunningBroker]:
     broker: RunningBroker
     if kind == "mosquitto":
-        broker = MosquittoProcess(extra_config=shipped_queue_limits())
+        broker = MosquittoProcess(extra_config=shipped_queue_limits(), websockets_port=free_port())
         broker.start()
     else:
         broker = AmqttProcess()

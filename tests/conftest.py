@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from collections.abc import Iterator
@@ -59,6 +60,18 @@ def pytest_configure(config: pytest.Config) -> None:
             rf"ignore:unclosed <socket\.socket .*laddr=\('127\.0\.0\.1', {port}\)"
             ":ResourceWarning",
         )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def collect_leftovers_while_warnings_are_filtered() -> Iterator[None]:
+    """Collect garbage once every session fixture has stopped, inside the last test's teardown.
+
+    Set up first, so torn down last. What amqtt leaves to the garbage collector is then
+    collected while the filters above apply; at pytest's own final collection, after the
+    session, they no longer do, and each leftover would fail the run.
+    """
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="session")

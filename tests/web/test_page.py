@@ -7,6 +7,8 @@ command from the same page, which the broker delivers after anything sent before
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -238,3 +240,29 @@ def test_a_choice_of_hand_when_the_broker_has_several(rig: WebRig) -> None:
         assert rig.command_bodies() == []
     finally:
         other.stop()
+
+
+def _connections_to(port: int) -> int:
+    """Established TCP connections whose local end is ``port`` (the broker's side)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if int(local.rsplit(":", 1)[1], 16) == port and state == "01":
+                count += 1
+    return count
+
+
+def test_leaving_the_page_closes_its_connection_and_coming_back_reconnects(rig: WebRig) -> None:
+    ws_port = int(rig.broker.ws_url.rsplit(":", 1)[1].strip("/"))
+    page = rig.page.open()
+    page.wait_ready()
+    wait_until(lambda: _connections_to(ws_port) >= 1, 10, "the page's connection")
+    # Browsers keep a page they leave in their back-forward cache: without closing its socket,
+    # the broker would keep sending to a frozen page until its keep-alive ran out.
+    page.leave()
+    wait_until(lambda: _connections_to(ws_port) == 0, 10, "the connection closed")
+    page.driver.back()
+    page.wait_ready()
+    page.click("peace")
+    rig.wait_hand(BUILTIN_POSES["peace"])

@@ -44,6 +44,7 @@
     hand: 'hand1',
     brokerUrl: '',
     client: null,
+    socket: null, // the websocket MQTT.js is using
     clientId: '',
     connected: false,
     refused: '', // why the broker refused the connection, while it stands
@@ -149,8 +150,19 @@
     return url.href;
   }
 
-  function connect() {
+  // Ends the connection at once. MQTT.js closes its websocket a tick later, which never comes
+  // when the page is being put away (pagehide): then the broker would keep a connection to a
+  // frozen page until its keep-alive ran out, so the socket is closed here too.
+  function disconnect() {
     if (page.client) page.client.end(true);
+    if (page.socket) page.socket.close();
+    page.client = null;
+    page.socket = null;
+    page.connected = false;
+  }
+
+  function connect() {
+    disconnect();
     const login = savedLogin();
     page.clientId = `hand-web-${randomHex(6)}`;
     page.refused = '';
@@ -164,6 +176,10 @@
       reconnectPeriod: RECONNECT_MS,
       connectTimeout: 5000,
       resubscribe: false, // subscribe() below runs on every connection
+      createWebsocket: (url, protocols) => {
+        page.socket = new WebSocket(url, protocols);
+        return page.socket;
+      },
     };
     if (login) {
       options.username = login.username;
@@ -708,7 +724,9 @@
     $('sign-out').addEventListener('click', signOut);
     $('custom').addEventListener('submit', onCustom);
     $('hand-select').addEventListener('change', (event) => switchHand(event.target.value));
-    window.addEventListener('pagehide', () => { if (page.client) page.client.end(true); });
+    window.addEventListener('pagehide', disconnect);
+    // Back from the browser's back-forward cache: connect again.
+    window.addEventListener('pageshow', (event) => { if (event.persisted) connect(); });
     setInterval(watchAnswers, 1000);
 
     let config;
