@@ -311,16 +311,19 @@ def _run_broker(
 def _run_common(args: argparse.Namespace, results: dict[str, Any], rows: list[Row]) -> None:
     if "cli" in args.only:
         u = up_ready(3 if args.quick else 5)
+        bare = up_ready(3 if args.quick else 5, web=False)
         results["cli/up"] = u
-        rows.append(
+        results["cli/up-no-web"] = bare
+        rows += [
             (
                 "cli",
                 "amqtt",
                 "hand-mqtt up → hand ready, median ms",
                 f"{u['median_ms']:.0f}",
                 _budget("", u["median_ms"] <= 2000, "≤ 2000"),
-            )
-        )
+            ),
+            ("cli", "amqtt", "  the same with --no-web", f"{bare['median_ms']:.0f}", ""),
+        ]
     if "footprint" in args.only:
         w = wire()
         results["wire"] = w

@@ -47,14 +47,15 @@ def cli_command(url: str, runs: int) -> dict[str, Any]:
 _WEB_ON_FREE_PORTS = ("--web-port", "0", "--ws-port", "0")
 
 
-def up_ready(runs: int) -> dict[str, Any]:
+def up_ready(runs: int, *, web: bool = True) -> dict[str, Any]:
+    """``web``: the page and the websockets listener on, as by default (on free ports)."""
     times = []
+    web_args = _WEB_ON_FREE_PORTS if web else ("--no-web",)
     for _ in range(runs):
         port = free_port()
         start = time.perf_counter()
         process = subprocess.Popen(
-            # The page and the websockets listener on, as by default, on free ports.
-            [*_command(), "up", "--port", str(port), "--no-live", *_WEB_ON_FREE_PORTS],
+            [*_command(), "up", "--port", str(port), "--no-live", *web_args],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
