@@ -40,9 +40,6 @@ def mosquitto_broker() -> Iterator[MosquittoProcess]:
 
 AMQTT_PORT = free_port()
 AMQTT_WS_PORT = free_port()
-AMQTT_SPARE_PORTS = (free_port(), free_port())
-"""TCP and websockets ports for a test's own embedded broker (one at a time): amqtt's leaked
-sockets on them are forgiven like those of the session's broker."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -54,7 +51,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "filterwarnings", "ignore:unclosed transport <_SelectorSocketTransport:ResourceWarning"
     )
-    for port in (AMQTT_PORT, AMQTT_WS_PORT, *AMQTT_SPARE_PORTS):
+    for port in (AMQTT_PORT, AMQTT_WS_PORT):
         config.addinivalue_line(
             "filterwarnings",
             rf"ignore:unclosed <socket\.socket .*laddr=\('127\.0\.0\.1', {port}\)"

@@ -17,8 +17,7 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 
 from hand_mqtt import BUILTIN_POSES, FINGERS, Topics
-from tests.conftest import AMQTT_SPARE_PORTS
-from tests.support.brokers import AmqttBroker
+from tests.support.brokers import AmqttBroker, free_port
 from tests.web.browser import DESKTOP, PHONE, Page
 from tests.web.conftest import WebRig, open_rig
 
@@ -96,8 +95,7 @@ def test_on_a_desktop_the_fingers_and_the_poses_sit_side_by_side(rig: WebRig) ->
 @pytest.fixture
 def docs_rig(chromium: WebDriver) -> Iterator[WebRig]:
     """A broker of its own, so the screenshots can show the default topics (hand/hand1)."""
-    port, websockets_port = AMQTT_SPARE_PORTS
-    broker = AmqttBroker(port, websockets_port=websockets_port)
+    broker = AmqttBroker(websockets_port=free_port())
     broker.start()
     try:
         yield from open_rig(broker, Topics("hand"), chromium)

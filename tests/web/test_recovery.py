@@ -11,7 +11,7 @@ import pytest
 from selenium.webdriver.chrome.webdriver import WebDriver
 
 from hand_mqtt import BUILTIN_POSES, BrokerUrl, Topics
-from tests.conftest import AMQTT_SPARE_PORTS, need
+from tests.conftest import need
 from tests.support.brokers import (
     AmqttBroker,
     MosquittoProcess,
@@ -32,8 +32,7 @@ def own_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runni
         need(mosquitto_binary() is not None, "mosquitto is not installed")
         broker = MosquittoProcess(websockets_port=free_port(), workdir=tmp_path)
     else:
-        port, websockets_port = AMQTT_SPARE_PORTS
-        broker = AmqttBroker(port, websockets_port=websockets_port)
+        broker = AmqttBroker(websockets_port=free_port())
     broker.start()
     try:
         yield broker
