@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import gc
 import os
-import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Protocol
 
@@ -155,27 +153,6 @@ class MosquittoProcess:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def collect_amqtt_leftovers(*ports: int) -> None:
-    """Collect what a stopped embedded broker left to the garbage collector, forgiving the
-    sockets it leaks on ``ports`` (amqtt 0.12 leaves some; the session's broker is forgiven the
-    same way in tests/conftest.py). Call it once that broker's thread has ended."""
-    with warnings.catch_warnings():
-        for port in ports:
-            warnings.filterwarnings(
-                "ignore",
-                message=rf"unclosed <socket\.socket .*laddr=\('127\.0\.0\.1', {port}\)",
-                category=ResourceWarning,
-            )
-        warnings.filterwarnings("ignore", message=re.escape("unclosed <StreamWriter"))
-        warnings.filterwarnings("ignore", message="loop is closed", category=ResourceWarning)
-        warnings.filterwarnings(
-            "ignore",
-            message=re.escape("unclosed transport <_SelectorSocketTransport"),
-            category=ResourceWarning,
-        )
-        gc.collect()
-
-
 class AmqttBroker:
     """The embedded amqtt broker on a free loopback port (and websockets on ``websockets_port``)."""
 
@@ -204,7 +181,71 @@ class AmqttBroker:
         if self._broker is not None:
             self._broker.stop()
             self._broker = None
-            collect_amqtt_leftovers(self.port, *filter(None, [self.websockets_port]))
+
+    def cleanup(self) -> None:
+        self.stop()
+
+
+class AmqttProcess:
+    """The embedded broker as ``hand-mqtt broker``, in a process of its own, on fixed ports.
+
+    For a test that restarts its broker or gives it users and rights: it can be stopped and
+    started again on the same ports, and the sockets amqtt leaves to the garbage collector stay
+    in that process.
+    """
+
+    kind = "amqtt"
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        websockets_port: int | None = None,
+        password_file: Path | None = None,
+        acl_file: Path | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.websockets_port = websockets_port
+        self.password_file = password_file
+        self.acl_file = acl_file
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        if self.websockets_port is None:
+            raise RuntimeError("this broker has no websockets listener (pass websockets_port)")
+        return f"ws://127.0.0.1:{self.websockets_port}/"
+
+    def start(self) -> None:
+        args = [sys.executable, "-m", "hand_mqtt", "broker", "--port", str(self.port)]
+        if self.websockets_port is not None:
+            args += ["--websockets", str(self.websockets_port)]
+        if self.password_file is not None:
+            args += ["--password-file", str(self.password_file)]
+        if self.acl_file is not None:
+            args += ["--acl-file", str(self.acl_file)]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for port in (self.port, self.websockets_port):
+                if port is not None:
+                    wait_for_port(port, 30)
+        except TimeoutError:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
 
     def cleanup(self) -> None:
         self.stop()

@@ -19,11 +19,11 @@ import pytest
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 
-from hand_mqtt import BUILTIN_POSES, BrokerUrl, EmbeddedBroker, Topics, WebServer
+from hand_mqtt import BUILTIN_POSES, BrokerUrl, Topics, WebServer
 from hand_mqtt.accounts import Role
 from tests.conftest import need
 from tests.deploy.support import ShippedMosquitto, make_users
-from tests.support.brokers import collect_amqtt_leftovers, free_port, mosquitto_binary
+from tests.support.brokers import AmqttProcess, free_port, mosquitto_binary
 from tests.support.system import Recorder, System, wait_until
 from tests.web.browser import Page
 
@@ -70,12 +70,8 @@ def mosquitto_with_accounts(tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def amqtt_with_accounts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AccountsBroker]:
     folder: Path = tmp_path_factory.mktemp("web-amqtt")
     passwords = make_users(folder, USERS)
-    broker = EmbeddedBroker(
-        "127.0.0.1",
-        free_port(),
-        password_file=folder / "passwd",
-        acl_file=folder / "acl",
-        websockets_port=free_port(),
+    broker = AmqttProcess(
+        websockets_port=free_port(), password_file=folder / "passwd", acl_file=folder / "acl"
     )
     broker.start()
     try:
@@ -83,7 +79,6 @@ def amqtt_with_accounts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ac
         yield AccountsBroker("amqtt", broker.port, broker.websockets_port, passwords)
     finally:
         broker.stop()
-        collect_amqtt_leftovers(broker.port, *filter(None, [broker.websockets_port]))
 
 
 @pytest.fixture(params=["amqtt", "mosquitto"])

@@ -17,7 +17,7 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 
 from hand_mqtt import BUILTIN_POSES, FINGERS, Topics
-from tests.support.brokers import AmqttBroker, free_port
+from tests.support.brokers import AmqttProcess, free_port
 from tests.web.browser import DESKTOP, PHONE, Page
 from tests.web.conftest import WebRig, open_rig
 
@@ -95,7 +95,7 @@ def test_on_a_desktop_the_fingers_and_the_poses_sit_side_by_side(rig: WebRig) ->
 @pytest.fixture
 def docs_rig(chromium: WebDriver) -> Iterator[WebRig]:
     """A broker of its own, so the screenshots can show the default topics (hand/hand1)."""
-    broker = AmqttBroker(websockets_port=free_port())
+    broker = AmqttProcess(websockets_port=free_port())
     broker.start()
     try:
         yield from open_rig(broker, Topics("hand"), chromium)
@@ -113,7 +113,7 @@ def test_screenshots(docs_rig: WebRig) -> None:
     page.wait_reported(BUILTIN_POSES["rockstar"])
     client = rig.system.client("someone")
     try:
-        client.publish(rig.system.hand_topics.pose_set, b"wave", qos=1)
+        client.publish(rig.system.hand_topics.pose_set, b"salute", qos=1)
     finally:
         client.stop()
     page.until(lambda: page.text("errors"), "the arbiter's error")

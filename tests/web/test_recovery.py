@@ -13,7 +13,7 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from hand_mqtt import BUILTIN_POSES, BrokerUrl, Topics
 from tests.conftest import need
 from tests.support.brokers import (
-    AmqttBroker,
+    AmqttProcess,
     MosquittoProcess,
     RunningBroker,
     free_port,
@@ -27,12 +27,12 @@ pytestmark = pytest.mark.web
 @pytest.fixture(params=["amqtt", "mosquitto"])
 def own_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningBroker]:
     """A broker of this test's own, on fixed ports, so that it can be restarted."""
-    broker: AmqttBroker | MosquittoProcess
+    broker: AmqttProcess | MosquittoProcess
     if request.param == "mosquitto":
         need(mosquitto_binary() is not None, "mosquitto is not installed")
         broker = MosquittoProcess(websockets_port=free_port(), workdir=tmp_path)
     else:
-        broker = AmqttBroker(websockets_port=free_port())
+        broker = AmqttProcess(websockets_port=free_port())
     broker.start()
     try:
         yield broker
