@@ -55,8 +55,15 @@ class Running:
         assert text in self.output, f"never said {text!r}: {self.output}"
         return self.output
 
-    def line_with(self, start: str) -> str:
-        return next(line for line in self.output.splitlines() if line.startswith(start))
+    def line_with(self, start: str, timeout: float = 30) -> str:
+        """The first line that starts with ``start`` (log lines start with the time)."""
+
+        def found() -> list[str]:
+            return [line for line in self.output.splitlines() if line.startswith(start)]
+
+        wait_until(lambda: found() or self.process.poll() is not None, timeout, start)
+        assert found(), f"never printed a line starting {start!r}: {self.output}"
+        return found()[0]
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGINT)

@@ -266,3 +266,19 @@ def test_leaving_the_page_closes_its_connection_and_coming_back_reconnects(rig: 
     page.wait_ready()
     page.click("peace")
     rig.wait_hand(BUILTIN_POSES["peace"])
+
+
+def test_a_gesture_button_plays_the_gesture(rig: WebRig) -> None:
+    page = rig.page.open()
+    page.wait_ready()
+    names = [b.text for b in page.driver.find_elements(By.CSS_SELECTOR, "#gesture-list .gesture")]
+    assert names == ["count", "wave"]  # as the arbiter announces them on bridge/gestures
+    page.click("fist")
+    rig.wait_hand(BUILTIN_POSES["fist"])
+    page.click("Play wave")
+    rig.wait_command("gesture wave", {"gesture": "wave"})
+    page.until(lambda: "playing wave, step" in page.text("pose-line"), "the gesture's progress")
+    assert page.text("message") == "Playing gesture wave"
+    # wave ends on an open hand, and the state says the gesture is over.
+    rig.wait_hand(OPEN)
+    page.until(lambda: "playing" not in page.text("pose-line"), "the gesture's end")

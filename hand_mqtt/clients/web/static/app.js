@@ -55,6 +55,7 @@
     reported: null, // <base>/<hand>/reported, parsed
     states: new Map(), // hand -> desired state, from <base>/+/state
     poses: null, // name -> five angles, from <base>/bridge/poses
+    gestures: null, // name -> length of one round in ms, from <base>/bridge/gestures
     errors: [],
     message: { text: '', tone: 'info' },
     tx: { prefix: '', count: 0, pending: new Map() },
@@ -196,7 +197,7 @@
   }
 
   function commonFilters() {
-    return [topic(BRIDGE, 'state'), topic(BRIDGE, 'poses'), topic(BRIDGE, 'set'),
+    return [topic(BRIDGE, 'state'), topic(BRIDGE, 'poses'), topic(BRIDGE, 'gestures'), topic(BRIDGE, 'set'),
       topic(BRIDGE, 'sync', page.clientId), topic('+', 'state')];
   }
 
@@ -273,6 +274,9 @@
     } else if (name === topic(BRIDGE, 'poses')) {
       page.poses = readPoses(text);
       renderPoses();
+    } else if (name === topic(BRIDGE, 'gestures')) {
+      page.gestures = readGestures(text);
+      renderGestures();
     } else if (name === handTopic('reported')) {
       const reported = parseJson(text);
       page.reported = reported && typeof reported === 'object' ? reported : null;
@@ -299,6 +303,18 @@
       }
     }
     return poses;
+  }
+
+  function readGestures(text) {
+    const data = parseJson(text);
+    if (!data || typeof data !== 'object' || Array.isArray(data)) return null;
+    const gestures = new Map();
+    for (const [name, gesture] of Object.entries(data)) {
+      if (gesture && typeof gesture === 'object' && Array.isArray(gesture.steps)) {
+        gestures.set(name, Number.isFinite(gesture.duration_ms) ? gesture.duration_ms : null);
+      }
+    }
+    return gestures;
   }
 
   function onState(hand, text) {
@@ -331,8 +347,9 @@
     return page.connected && page.canCommand === true && page.bridge === 'online';
   }
 
-  // Publish one command with a transaction of ours; returns the transaction, or null.
-  function send(name, body, description, quiet = false) {
+  // Publish one command with a transaction of ours; returns the transaction, or null. ``done``
+  // is what to say once the arbiter has accepted it.
+  function send(name, body, description, quiet = false, done = `Done: ${description}`) {
     if (!mayCommand()) {
       say(`Not sent: ${whyNoCommands()}`, 'error');
       return null;
@@ -340,7 +357,7 @@
     page.tx.count += 1;
     const transaction = `${page.tx.prefix}-${page.tx.count}`;
     page.client.publish(name, JSON.stringify({ ...body, transaction }), { qos: 1, retain: false });
-    page.tx.pending.set(transaction, { description, sentAt: Date.now(), quiet });
+    page.tx.pending.set(transaction, { description, sentAt: Date.now(), quiet, done });
     if (!quiet) say(`Sent: ${description}`, 'info');
     return transaction;
   }
@@ -356,7 +373,7 @@
     }
     if (command) {
       if (error !== null) say(`The arbiter rejected ${command.description}: ${error}`, 'error');
-      else if (!command.quiet) say(`Done: ${command.description}`, 'ok');
+      else if (!command.quiet) say(command.done, 'ok');
     }
     for (const finger of FINGERS) {
       const tx = held[finger].tx;
@@ -390,6 +407,10 @@
 
   function poseCommand(name) {
     send(handTopic('set'), { pose: name }, `pose ${name}`);
+  }
+
+  function gestureCommand(name) {
+    send(handTopic('set'), { gesture: name }, `gesture ${name}`, false, `Playing gesture ${name}`);
   }
 
   // Slider drags: the first value goes at once, then at most one command per interval with
@@ -584,6 +605,22 @@
     render();
   }
 
+  function renderGestures() {
+    const list = $('gesture-list');
+    list.replaceChildren();
+    const gestures = page.gestures || new Map();
+    for (const [name, duration] of gestures) {
+      const button = make('button', {
+        type: 'button', class: 'gesture', 'data-gesture': name, 'aria-label': `Play ${name}`,
+        title: duration === null ? name : `${name}: ${(duration / 1000).toFixed(1)} s`,
+      }, name);
+      button.addEventListener('click', () => gestureCommand(name));
+      list.append(button);
+    }
+    $('gestures').hidden = gestures.size === 0;
+    render();
+  }
+
   function setStatus(key, text, tone) {
     $(`status-${key}-text`).textContent = text;
     $(`status-${key}`).dataset.tone = tone;
@@ -672,6 +709,11 @@
     const bits = [];
     if (desired) {
       bits.push(`Pose: ${desired.pose || '\u2014'}`, `version ${desired.version}`);
+      const gesture = desired.gesture;
+      if (gesture && typeof gesture === 'object') {
+        const round = gesture.rounds > 1 ? ` round ${gesture.round}/${gesture.rounds}` : '';
+        bits.push(`playing ${String(gesture.name)}, step ${gesture.step}/${gesture.steps}${round}`);
+      }
       if (reported && reported.version === desired.version) bits.push('the hand has caught up');
       else if (reported) bits.push('the hand is catching up');
       if (reported && reported.moving) bits.push('moving');
@@ -701,7 +743,8 @@
   function render() {
     const allowed = mayCommand();
     document.body.dataset.mode = !page.connected ? 'offline' : page.canCommand === false ? 'readonly' : allowed ? 'control' : 'waiting';
-    for (const element of [...controls, ...document.querySelectorAll('#pose-list .pose')]) {
+    const buttons = document.querySelectorAll('#pose-list .pose, #gesture-list .gesture');
+    for (const element of [...controls, ...buttons]) {
       element.disabled = !allowed;
     }
     renderStatus();
