@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 
 from hand_mqtt import BUILTIN_POSES, BrokerUrl, Topics, WebServer
-from hand_mqtt.accounts import Role
+from hand_mqtt.accounts import Account, Role
 from tests.conftest import need
 from tests.deploy.support import ShippedMosquitto, make_users
 from tests.support.brokers import AmqttProcess, free_port, mosquitto_binary
@@ -29,9 +28,10 @@ from tests.web.browser import Page
 
 pytestmark = pytest.mark.web
 
-USERS = {
+HAND = "web1"
+USERS: dict[str, Account | Role] = {
     "arbiter": Role.arbiter,
-    "device": Role.device,
+    "device": Account(Role.device, HAND),  # a device account drives one hand
     "alice": Role.operator,
     "kiosk": Role.viewer,
 }
@@ -96,7 +96,7 @@ def test_sign_in_a_viewer_gets_a_read_only_page_and_an_operator_moves_the_hand(
     system = System(
         broker.url("arbiter"),
         topics,
-        hand=f"w{uuid.uuid4().hex[:10]}",
+        hand=HAND,  # each broker here serves this one test
         device_url=broker.url("device"),
     ).start()
     hand = system.hand_topics
