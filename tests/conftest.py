@@ -38,25 +38,15 @@ def mosquitto_broker() -> Iterator[MosquittoProcess]:
     broker.cleanup()
 
 
-AMQTT_PORT = free_port()
-AMQTT_WS_PORT = free_port()
-
-
 def pytest_configure(config: pytest.Config) -> None:
     # amqtt 0.12 sometimes leaves a server-side socket for the garbage collector; that is the
-    # broker's leak, not ours, so only sockets on the embedded broker's own port are forgiven.
-    # asyncio streams are used by nothing but the embedded broker in this process.
+    # broker's leak, not ours, so only sockets on the embedded broker's own ports are forgiven
+    # (see amqtt_broker). asyncio streams are used by nothing but the embedded broker here.
     config.addinivalue_line("filterwarnings", "ignore:unclosed <StreamWriter:ResourceWarning")
     config.addinivalue_line("filterwarnings", "ignore:loop is closed:ResourceWarning")
     config.addinivalue_line(
         "filterwarnings", "ignore:unclosed transport <_SelectorSocketTransport:ResourceWarning"
     )
-    for port in (AMQTT_PORT, AMQTT_WS_PORT):
-        config.addinivalue_line(
-            "filterwarnings",
-            rf"ignore:unclosed <socket\.socket .*laddr=\('127\.0\.0\.1', {port}\)"
-            ":ResourceWarning",
-        )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -72,9 +62,18 @@ def collect_leftovers_while_warnings_are_filtered() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def amqtt_broker() -> Iterator[AmqttBroker]:
-    broker = AmqttBroker(AMQTT_PORT, websockets_port=AMQTT_WS_PORT)
+def amqtt_broker(pytestconfig: pytest.Config) -> Iterator[AmqttBroker]:
+    # The ports are the ones the broker gets when it binds: chosen earlier, a port could be
+    # taken meanwhile by another program's connection on this shared machine.
+    broker = AmqttBroker(0, websockets_port=0)
     broker.start()
+    for port in (broker.port, broker.websockets_port):
+        # Read by pytest for every later test phase.
+        pytestconfig.addinivalue_line(
+            "filterwarnings",
+            rf"ignore:unclosed <socket\.socket .*laddr=\('127\.0\.0\.1', {port}\)"
+            ":ResourceWarning",
+        )
     yield broker
     broker.cleanup()
 

@@ -154,12 +154,15 @@ class MosquittoProcess:
 
 
 class AmqttBroker:
-    """The embedded amqtt broker on a free loopback port (and websockets on ``websockets_port``)."""
+    """The embedded amqtt broker on a free loopback port (and websockets on ``websockets_port``).
+
+    A port of 0 is chosen by the broker when it starts (and kept if it is started again).
+    """
 
     kind = "amqtt"
 
     def __init__(self, port: int | None = None, *, websockets_port: int | None = None) -> None:
-        self.port = port or free_port()
+        self.port = free_port() if port is None else port
         self.websockets_port = websockets_port
         self._broker: EmbeddedBroker | None = None
 
@@ -176,6 +179,8 @@ class AmqttBroker:
     def start(self) -> None:
         self._broker = EmbeddedBroker("127.0.0.1", self.port, websockets_port=self.websockets_port)
         self._broker.start()
+        self.port = self._broker.port
+        self.websockets_port = self._broker.websockets_port
 
     def stop(self) -> None:
         if self._broker is not None:
