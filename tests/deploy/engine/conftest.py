@@ -29,6 +29,7 @@ from tests.deploy.engine.images import provide_base_images
 from tests.deploy.support import ROOT, Watcher
 
 PACKAGES = ("docker.io", "docker-compose", "debootstrap", "mosquitto-clients")
+# The services these tests drive; compose.yaml may have more, and every one must be healthy.
 SERVICES = frozenset({"mosquitto", "arbiter", "hand", "device-simulated"})
 # The users docs/deployment.md makes: the two services' and one person per role.
 USERS = {"arbiter": "arbiter", "device": "device", "alice": "operator", "kiosk": "viewer"}
@@ -58,6 +59,8 @@ class Stack:
     project: ComposeProject
     timings: Timings
     images: dict[str, str]
+    services: frozenset[str]
+    """Every service compose.yaml starts with the profile."""
     _watchers: list[Watcher] = field(default_factory=list)
 
     def url(self, user: str | None, *, scheme: str = "mqtt") -> str:
@@ -76,7 +79,7 @@ class Stack:
             self._watchers.pop().close()
 
     def wait_ready(self) -> float:
-        return self.project.wait_ready(set(SERVICES))
+        return self.project.wait_ready(set(self.services))
 
 
 @pytest.fixture(scope="module")
@@ -86,23 +89,25 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     ARTIFACTS.mkdir(parents=True)
     timings = Timings(ARTIFACTS / "timings.txt")
-    with timings.step("install packages"):
-        install_packages(PACKAGES, ARTIFACTS / "apt.log")
-    need(shutil.which("dockerd") is not None, "dockerd is not installed")
-    other = other_dockerd()
-    need(
-        other is None,
-        f"another dockerd (PID {other}) runs here; this test starts its own engine, and two "
-        "would fight over docker0 and the iptables chains",
-    )
     engine = DockerEngine(cache_dir(), ARTIFACTS / "dockerd.log")
     with contextlib.ExitStack() as cleanup:
+        # One run at a time from here on, installing included (a policy-rc.d of another run's
+        # could vanish in the middle of ours).
         with timings.step("wait for the engine lock"):
             engine.lock(timeout=600)
         cleanup.callback(engine.unlock)
+        with timings.step("install packages"):
+            install_packages(PACKAGES, ARTIFACTS / "apt.log")
+        need(shutil.which("dockerd") is not None, "dockerd is not installed")
         recovered = engine.recover()
         if recovered:
             (ARTIFACTS / "recovered.txt").write_text("".join(f"{line}\n" for line in recovered))
+        other = other_dockerd()
+        need(
+            other is None,
+            f"another dockerd (PID {other}) runs here; this test starts its own engine, and two "
+            "would fight over docker0 and the iptables chains",
+        )
         cleanup.callback(_stop_engine, engine, timings)
         try:
             with timings.step("start dockerd"):
@@ -128,11 +133,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 project.add_user(name, role)
         project.let_the_broker_read_the_passwords()
         project.write_env()
+        services = project.services()
+        assert services >= SERVICES, f"compose.yaml lost services the tests need: {services}"
         with timings.step("docker-compose up -d"):
             project.compose("up", "-d")
         with timings.step("up -d to all healthy"):
-            project.wait_ready(set(SERVICES))
-        yield Stack(project, timings, images)
+            project.wait_ready(set(services))
+        yield Stack(project, timings, images, services)
 
 
 def _take_down(project: ComposeProject, timings: Timings) -> None:

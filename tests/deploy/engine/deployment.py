@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tests.deploy.engine.dockerd import DockerEngine
 from tests.deploy.support import ROOT
 from tests.support.brokers import free_port
@@ -164,6 +166,18 @@ class ComposeProject:
         if done.returncode != 0:
             raise AssertionError(f"docker-compose {' '.join(args)} failed: {done.stderr[-2000:]}")
         return done.stdout
+
+    def services(self) -> frozenset[str]:
+        """The services ``up`` starts: those without a profile, and those of :data:`PROFILE`.
+
+        (docker-compose 1.29's ``config --services`` lists every profile's.)
+        """
+        data = yaml.safe_load((self.folder / "compose.yaml").read_text())
+        return frozenset(
+            name
+            for name, service in data["services"].items()
+            if PROFILE in service.get("profiles", [PROFILE])
+        )
 
     def containers(self) -> dict[str, Container]:
         ids = self.compose("ps", "-q").split()

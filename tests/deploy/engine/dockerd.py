@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import shutil
 import signal
@@ -73,20 +74,22 @@ class DockerEngine:
         self.snapshot_path = cache / "host-before.json"
         self.socket = RUN_DIR / "docker.sock"
         self.pid_file = RUN_DIR / "dockerd.pid"
-        self.dockerd = shutil.which("dockerd") or "/usr/sbin/dockerd"
-        # The client packaged with this engine (another docker CLI may come first on PATH).
-        self.cli = next(
-            (
-                str(path)
-                for path in (Path(self.dockerd).with_name("docker"), Path("/usr/bin/docker"))
-                if path.exists()
-            ),
-            shutil.which("docker") or "docker",
-        )
         self.process: subprocess.Popen[bytes] | None = None
         self.snapshot: HostSnapshot | None = None
         self._lock: IO[str] | None = None
         self._log: IO[bytes] | None = None
+
+    @functools.cached_property
+    def dockerd(self) -> str:
+        """The daemon (looked up on first use: the packages may be installed after the lock)."""
+        return shutil.which("dockerd") or "/usr/sbin/dockerd"
+
+    @functools.cached_property
+    def cli(self) -> str:
+        """The client packaged with this engine (another docker CLI may come first on PATH)."""
+        beside = (Path(self.dockerd).with_name("docker"), Path("/usr/bin/docker"))
+        found = next((str(path) for path in beside if path.exists()), None)
+        return found or shutil.which("docker") or "docker"
 
     @property
     def env(self) -> dict[str, str]:

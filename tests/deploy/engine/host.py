@@ -92,9 +92,10 @@ def install_packages(packages: Iterable[str], log: Path) -> list[str]:
                 [*apt, "update"],
                 [*apt, "install", "-y", "--no-install-recommends", *missing],
             ):
-                subprocess.run(
-                    args, stdout=out, stderr=subprocess.STDOUT, env=env, check=True, timeout=900
+                done = subprocess.run(
+                    args, stdout=out, stderr=subprocess.STDOUT, env=env, check=False, timeout=900
                 )
+                need(done.returncode == 0, f"{' '.join(args[-3:])} failed here: see {log}")
     finally:
         if created:
             POLICY_RC_D.unlink(missing_ok=True)

@@ -86,14 +86,16 @@ def make_debian_base(engine: DockerEngine, work: Path, log: Path) -> None:
     need(shutil.which("debootstrap") is not None, "debootstrap is not installed")
     rootfs = work / "rootfs"
     shutil.rmtree(rootfs, ignore_errors=True)
+    mirror = debian_mirror()
     with log.open("a") as out:
-        subprocess.run(
-            ["debootstrap", "--variant=minbase", "bookworm", str(rootfs), debian_mirror()],
+        done = subprocess.run(
+            ["debootstrap", "--variant=minbase", "bookworm", str(rootfs), mirror],
             stdout=out,
             stderr=subprocess.STDOUT,
-            check=True,
+            check=False,
             timeout=900,
         )
+    need(done.returncode == 0, f"no registry, and debootstrap from {mirror} failed: see {log}")
     # Lighter, like Debian's own images: no package lists or downloaded packages, and no
     # service may start while an image is built.
     for cached in ("var/lib/apt/lists", "var/cache/apt/archives"):
@@ -127,10 +129,13 @@ def provide_base_images(engine: DockerEngine, work: Path, log: Path) -> dict[str
             make_debian_base(engine, work, log)
             how[DEBIAN_BASE] = f"debootstrap and import, {time.monotonic() - started:.0f} s"
             started = time.monotonic()
-        engine.docker(
+        built = engine.docker(
             "build", "-q", "--build-arg", f"STAND_IN={digest}", "-t", image, str(context),
-            timeout=900,
+            check=False, timeout=900,
         )  # fmt: skip
+        with log.open("a") as out:
+            out.write(built.stdout + built.stderr)
+        need(built.returncode == 0, f"no registry, and the stand-in for {image} failed: {log}")
         how[image] = (
             f"stand-in built in {time.monotonic() - started:.0f} s (no registry: "
             f"{pulled.stderr.strip()[:100]})"

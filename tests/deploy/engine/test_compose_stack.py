@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from hand_mqtt import BrokerUrl, HandState, MqttClient, MqttError, Reported
-from tests.deploy.engine.conftest import SERVICES, Stack
+from tests.deploy.engine.conftest import Stack
 from tests.deploy.support import Watcher
 from tests.support.system import wait_until as eventually
 
@@ -97,7 +97,7 @@ def set_and_follow(stack: Stack, angles: tuple[int, ...], transaction: str) -> H
 
 def test_every_service_is_healthy_and_the_broker_logs_show(running: Stack) -> None:
     containers = running.project.containers()
-    assert set(containers) == SERVICES
+    assert set(containers) == running.services
     assert all(c.ready for c in containers.values()), containers
     # Mosquitto's own lines reach `docker compose logs` (Debian's 2.0 fully buffers stdout
     # when it is not a terminal; the shipped configuration logs to stderr).
