@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -91,6 +92,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     timings = Timings(ARTIFACTS / "timings.txt")
     engine = DockerEngine(cache_dir(), ARTIFACTS / "dockerd.log")
     with contextlib.ExitStack() as cleanup:
+        # Terminated, the run still stops its engine and puts the machine back: pytest tears
+        # fixtures down after an interrupt. (Killed, the next run does it.)
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        cleanup.callback(signal.signal, signal.SIGTERM, previous)
         # One run at a time from here on, installing included (a policy-rc.d of another run's
         # could vanish in the middle of ours).
         with timings.step("wait for the engine lock"):
@@ -140,6 +145,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         with timings.step("up -d to all healthy"):
             project.wait_ready(set(services))
         yield Stack(project, timings, images, services)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}: stopping the Docker Engine test")
 
 
 def _take_down(project: ComposeProject, timings: Timings) -> None:
