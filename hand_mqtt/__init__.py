@@ -26,6 +26,7 @@ from hand_mqtt.errors import (
     WebStartError,
 )
 from hand_mqtt.gestures import Gesture, GestureStep
+from hand_mqtt.hardware.calibration import Calibration, FingerCalibration
 from hand_mqtt.hardware.driver import HandDriver, HandInfo
 from hand_mqtt.hardware.framed import FramedDriver
 from hand_mqtt.hardware.link import SerialLink
@@ -35,6 +36,7 @@ from hand_mqtt.model import (
     FINGERS,
     Angles,
     BridgeResponse,
+    CalibrationInfo,
     ErrorReport,
     FirmwareInfo,
     GestureProgress,
@@ -82,6 +84,8 @@ __all__ = [
     "BridgeResponse",
     "BrokerStartError",
     "BrokerUrl",
+    "Calibration",
+    "CalibrationInfo",
     "Changes",
     "Command",
     "CommandError",
@@ -91,6 +95,7 @@ __all__ = [
     "DeviceSettings",
     "EmbeddedBroker",
     "ErrorReport",
+    "FingerCalibration",
     "FingerChange",
     "FirmwareError",
     "FirmwareInfo",

@@ -28,6 +28,7 @@ __all__ = [
     "MIN_ANGLE",
     "Angles",
     "BridgeResponse",
+    "CalibrationInfo",
     "ErrorReport",
     "FirmwareInfo",
     "GestureProgress",
@@ -137,6 +138,15 @@ class FirmwareInfo(_Frozen):
     (``duration_ms``); without, fingers move at once."""
 
 
+class CalibrationInfo(_Frozen):
+    """Which calibration is in force: the file it came from and a digest of its values."""
+
+    file: str | None = None
+    """The calibration file (None: the defaults, no file given)."""
+    digest: str
+    """A fingerprint of the values: equal for two files that calibrate the same way."""
+
+
 class Reported(_Frozen):
     """What the device service last heard from the firmware (retained)."""
 
@@ -155,6 +165,10 @@ class Reported(_Frozen):
     """The firmware confirmed other angles than it was sent (it clamps them, or is broken)."""
     relaxed: tuple[Finger, ...] = ()
     """The fingers the firmware says get no pulses (relaxed, or not driven since it started)."""
+    hold_relaxed: tuple[Finger, ...] = ()
+    """The fingers among them that the hold timeout relaxed (``--hold-timeout``)."""
+    calibration: CalibrationInfo | None = None
+    """The calibration the device service gives the firmware at every handshake."""
     firmware: FirmwareInfo | None = None
     serial: str | None = None
     owner: str | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import clients, control, deploy, firmware, gestures, services
+from . import calibrate, clients, control, deploy, firmware, gestures, services
 
 __all__ = ["app", "main"]
 
@@ -19,6 +19,7 @@ app.registered_commands += services.app.registered_commands
 app.registered_commands += control.app.registered_commands
 app.registered_commands += gestures.app.registered_commands
 app.registered_commands += clients.app.registered_commands
+app.registered_commands += calibrate.app.registered_commands
 deploy.register(app)
 app.add_typer(firmware.app, name="firmware")
 

@@ -14,6 +14,7 @@ import typer
 from hand_mqtt.clients.client import HandClient, Snapshot
 from hand_mqtt.clients.homeassistant import DEFAULT_PREFIX, Discovery
 from hand_mqtt.errors import ConfigError
+from hand_mqtt.hardware.calibration import Calibration
 from hand_mqtt.hardware.protocol import DeviceConfig, FailsafeAction
 from hand_mqtt.model import DEFAULT_PINS, FINGERS, PoseBook
 from hand_mqtt.mqtt import BrokerUrl, MqttClient
@@ -70,7 +71,13 @@ def _poses(path: Path | None) -> PoseBook:
 
 
 def _device_settings(
-    poses: PoseBook, failsafe_timeout: float, failsafe: FailsafeChoice, safe_pose: str, speed: int
+    poses: PoseBook,
+    failsafe_timeout: float,
+    failsafe: FailsafeChoice,
+    safe_pose: str,
+    speed: int,
+    calibration: Path | None = None,
+    hold_timeout: float | None = None,
 ) -> DeviceSettings:
     if safe_pose not in poses:
         raise ConfigError(f"unknown safe pose {safe_pose!r}; known poses: {', '.join(poses)}")
@@ -82,7 +89,10 @@ def _device_settings(
             else FailsafeAction.SAFE_POSE,
             safe_pose=poses[safe_pose],
             speed_dps=speed,
-        )
+        ),
+        # A bad file stops the service here, before the port is opened, with one sentence.
+        calibration=Calibration.from_file(calibration) if calibration else Calibration(),
+        hold_timeout=hold_timeout or None,
     )
 
 
@@ -146,6 +156,23 @@ SpeedOption = Annotated[
         help="Servo speed in degrees per second (0 = as fast as it can).",
         min=0,
         max=65535,
+    ),
+]
+CalibrationOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--calibration",
+        envvar="HAND_MQTT_CALIBRATION",
+        help="Per-finger calibration file (docs/calibration.md).",
+        dir_okay=False,
+    ),
+]
+HoldTimeoutOption = Annotated[
+    float | None,
+    typer.Option(
+        "--hold-timeout",
+        help="Relax a finger that has held its target this many seconds (default: never).",
+        min=0,
     ),
 ]
 
@@ -311,6 +338,8 @@ def device(
     failsafe: FailsafeOption = FailsafeChoice.hold,
     safe_pose: SafePoseOption = "open",
     speed: SpeedOption = 0,
+    calibration: CalibrationOption = None,
+    hold_timeout: HoldTimeoutOption = None,
     poses: PosesOption = None,
     broker: BrokerOption = DEFAULT_BROKER,
     ca_file: CaFileOption = None,
@@ -322,7 +351,15 @@ def device(
     setup_logging(verbose, service=True)
     with handle_errors():
         settings = dataclasses.replace(
-            _device_settings(_poses(poses), failsafe_timeout, failsafe, safe_pose, speed),
+            _device_settings(
+                _poses(poses),
+                failsafe_timeout,
+                failsafe,
+                safe_pose,
+                speed,
+                calibration,
+                hold_timeout,
+            ),
             baudrate=baudrate,
             firmata=firmata,
             pins=parse_pins(pins),
@@ -443,6 +480,8 @@ def up(
     failsafe: FailsafeOption = FailsafeChoice.hold,
     safe_pose: SafePoseOption = "open",
     speed: SpeedOption = 0,
+    calibration: CalibrationOption = None,
+    hold_timeout: HoldTimeoutOption = None,
     poses: PosesOption = None,
     base: BaseOption = DEFAULT_BASE,
     hand: HandOption = DEFAULT_HAND,
@@ -466,7 +505,15 @@ def up(
                 hand=validate_hand_name(hand),
                 poses=book,
                 device=dataclasses.replace(
-                    _device_settings(book, failsafe_timeout, failsafe, safe_pose, speed),
+                    _device_settings(
+                        book,
+                        failsafe_timeout,
+                        failsafe,
+                        safe_pose,
+                        speed,
+                        calibration,
+                        hold_timeout,
+                    ),
                     firmata=firmata,
                     pins=parse_pins(pins),
                     relax_on_exit=relax_on_exit,

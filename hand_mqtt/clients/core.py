@@ -74,14 +74,15 @@ class Snapshot:
         )
 
     def arrived(self, target: HandState) -> bool:
-        """True when the device reports the hand at ``target``'s angles (for that version or a
-        later one) and the servos no longer moving."""
+        """True when the device reports the hand at ``target``'s angles, not older ones, no
+        longer moving (a timed move has ended), with ``target``'s relaxed fingers limp."""
         reported = self.reported
         if (
             reported is None
             or reported.link != "up"
-            or reported.moving
             or reported.angles != target.angles
+            or reported.moving
+            or not set(target.relaxed) <= set(reported.relaxed)
         ):
             return False
         return reported.version is None or reported.version >= target.version

@@ -8,6 +8,14 @@ the link dead after ``max_retries``, sends heartbeats so the firmware's failsafe
 shakes hands again when the firmware says HELLO with SEQ 0 (it rebooted), and sends only the
 fingers that changed (SET_SOME) when that is shorter than all five (SET_ALL).
 
+At every handshake it gives the firmware its configuration and then each finger's pulse range
+from the calibration (CALIBRATE). Fingers the target relaxes get a RELAX before anything else
+is sent; a finger the firmware reports relaxed that should be driven is named in the next SET
+(at the same angle if need be). New angles with a duration go out as a MOVE, so every finger
+that moves arrives at the same time. While the firmware reports motion the driver asks it for
+its state at least every half second, so the end of a move is known even if the ARRIVED frame
+that reports it is lost.
+
 A firmware that confirms other angles than it was sent (one that clamps, or a broken one) is
 not sent the same frame in a busy loop: the resend waits, doubling from ``resend_initial`` to
 ``resend_max``, and :attr:`Confirmed.mismatch` says so. A NACK is answered the same way.
@@ -24,9 +32,10 @@ from typing import Final
 
 from hand_mqtt.errors import HandshakeError, LinkError, ProtocolError
 from hand_mqtt.hardware import protocol
+from hand_mqtt.hardware.calibration import Calibration
 from hand_mqtt.hardware.driver import Confirmed, HandDriver, HandInfo, Target, Wait
 from hand_mqtt.hardware.link import SerialLink
-from hand_mqtt.model import Angles, FirmwareInfo
+from hand_mqtt.model import FINGERS, Angles, FirmwareInfo
 
 __all__ = ["FramedDriver"]
 
@@ -35,14 +44,17 @@ logger = logging.getLogger("hand_mqtt")
 _HELLO_REQUEST_EVERY_S: Final = 0.5
 # SET_SOME costs 1 + n payload bytes against SET_ALL's 5: shorter for up to three fingers.
 _SET_SOME_MAX_FINGERS: Final = 3
+_MOVING_POLL_S: Final = 0.5
+"""While the firmware reports motion, ask for its state at least this often."""
+_ALL_FINGERS: Final = frozenset(range(protocol.FINGER_COUNT))
 
 
 @dataclass(slots=True)
 class _InFlight:
     seq: int
     data: bytes
-    target: Angles | None
-    """The five angles a SET asked for (None for a heartbeat)."""
+    target: dict[int, int] | None
+    """The fingers a SET or MOVE named, with their angles (None for any other frame)."""
     sent_at: float
     retries: int = 0
 
@@ -64,10 +76,12 @@ class FramedDriver(HandDriver):
         hello_timeout: float = 6.0,
         resend_initial: float = 0.2,
         resend_max: float = 5.0,
+        calibration: Calibration | None = None,
     ) -> None:
         self.link = link
         self.url = link.url
         self.config = config or protocol.DeviceConfig(failsafe_timeout_ms=2000)
+        self.calibration = calibration or Calibration()
         self.ack_timeout = ack_timeout
         self.max_retries = max_retries
         self.hello_timeout = hello_timeout
@@ -80,7 +94,10 @@ class FramedDriver(HandDriver):
         self._info: HandInfo | None = None
         self._in_flight: _InFlight | None = None
         self._desired: Angles | None = None
+        self._desired_relaxed: frozenset[int] = frozenset()
+        self._duration_ms = 0  # the duration of the next move, for angles not sent yet
         self._acked: Angles | None = None
+        self._acked_relaxed: frozenset[int] = _ALL_FINGERS
         self._disagreed = False
         self._confirmed = Confirmed()
         self._last_sent = 0.0
@@ -125,7 +142,12 @@ class FramedDriver(HandDriver):
                 f"{hello.finger_count} fingers; this service needs protocol "
                 f"{protocol.PROTOCOL_VERSION} with {protocol.FINGER_COUNT}"
             )
-        ack = self._configure()
+        ack = self._request(protocol.configure(self._next_seq(), self.config), "its configuration")
+        for (at_0, at_180), mask in self._pulse_groups().items():
+            ack = self._request(
+                protocol.calibrate(self._next_seq(), mask, at_0, at_180),
+                f"the pulse range {at_0}-{at_180} us for {_names(mask)}",
+            )
         self._info = HandInfo(
             firmware=FirmwareInfo(
                 version=".".join(str(part) for part in hello.firmware),
@@ -133,9 +155,14 @@ class FramedDriver(HandDriver):
                 fingers=hello.finger_count,
             ),
             failsafe=True,
+            relax=True,
+            timed_moves=True,
         )
         # Nothing is confirmed on this connection until the first SET is: the firmware's
-        # targets after a power-on are not driven yet. Push every finger once.
+        # targets after a power-on are not driven yet. Push every finger once (the first push
+        # is never timed: where the servos are after a start is anybody's guess).
+        self._acked_relaxed = frozenset(ack.relaxed_fingers)
+        self._duration_ms = 0
         self._confirmed = Confirmed(
             failsafe=ack.failsafe_active, relaxed=frozenset(ack.relaxed_fingers)
         )
@@ -144,12 +171,14 @@ class FramedDriver(HandDriver):
         return self._info
 
     def apply(self, target: Target) -> None:
-        if target.relaxed or target.duration_ms:
-            # Protocol 2 has RELAX and MOVE; this driver does not send them yet (HandInfo).
-            raise ValueError(f"{type(self).__name__} cannot relax fingers or time moves yet")
         angles = target.angles
-        if angles != self._desired:
+        relaxed = frozenset(target.relaxed)
+        if angles != self._desired or relaxed != self._desired_relaxed:
+            if angles != self._desired:
+                # The duration belongs to the move to these angles, not to a repeat of them.
+                self._duration_ms = target.duration_ms
             self._desired = angles
+            self._desired_relaxed = relaxed
             self._resend_at = 0.0  # new angles go out at once, whatever the backoff
             self._update_confirmed()
         self._push(time.monotonic())
@@ -170,12 +199,7 @@ class FramedDriver(HandDriver):
                 self.link.write(flight.data)
             return
         self._push(now)
-        if (
-            self._in_flight is None
-            and self._info is not None
-            and self._heartbeat_every > 0
-            and now - self._last_sent >= self._heartbeat_every
-        ):
+        if self._in_flight is None and self._info is not None and now >= self._heartbeat_due():
             self._send(protocol.heartbeat(self._next_seq()), None, now)
 
     @property
@@ -185,10 +209,9 @@ class FramedDriver(HandDriver):
             if self._in_flight is not None:
                 due = self._in_flight.sent_at + self.ack_timeout
             else:
-                if self._desired is not None and self._desired != self._acked:
+                if self._desired is not None and any(self._needs()):
                     due = self._resend_at
-                if self._heartbeat_every > 0:
-                    due = min(due, self._last_sent + self._heartbeat_every)
+                due = min(due, self._heartbeat_due())
         stale_at = self._decoder.stale_at
         return due if stale_at is None else min(due, stale_at)
 
@@ -213,9 +236,15 @@ class FramedDriver(HandDriver):
                     return reply
             self._wait_until(min(next_request, deadline))
 
-    def _configure(self) -> protocol.Ack:
-        """Send the configuration and wait for its ACK before any angles go out."""
-        frame = protocol.configure(self._next_seq(), self.config)
+    def _pulse_groups(self) -> dict[tuple[int, int], int]:
+        """Each pulse range of the calibration, with the mask of the fingers that have it."""
+        groups: dict[tuple[int, int], int] = {}
+        for finger, pulses in enumerate(self.calibration.pulse_ranges_us):
+            groups[pulses] = groups.get(pulses, 0) | 1 << finger
+        return groups
+
+    def _request(self, frame: protocol.Frame, what: str) -> protocol.Ack:
+        """Send a frame of the handshake and wait for its ACK before anything else goes out."""
         for _attempt in range(self.max_retries + 1):
             self.link.write(frame.encode())
             self._last_sent = time.monotonic()
@@ -226,11 +255,10 @@ class FramedDriver(HandDriver):
                         return reply
                     if isinstance(reply, protocol.Nack) and reply.seq == frame.seq:
                         raise HandshakeError(
-                            f"the firmware on {self.url} refused its configuration: "
-                            f"{reply.describe()}"
+                            f"the firmware on {self.url} refused {what}: {reply.describe()}"
                         )
                 self._wait_until(answer_by)
-        raise HandshakeError(f"the firmware on {self.url} did not acknowledge its configuration")
+        raise HandshakeError(f"the firmware on {self.url} did not acknowledge {what}")
 
     # -- frames ------------------------------------------------------------------------------
 
@@ -239,6 +267,7 @@ class FramedDriver(HandDriver):
         self._info = None
         self._in_flight = None
         self._acked = None
+        self._acked_relaxed = _ALL_FINGERS
         self._disagreed = False
         self._resend_at = 0.0
         self._resend_delay = self.resend_initial
@@ -269,7 +298,37 @@ class FramedDriver(HandDriver):
                 logger.warning("device: ignoring a bad reply from the firmware: %s", exc)
         return replies
 
-    def _send(self, frame: protocol.Frame, target: Angles | None, now: float) -> None:
+    def _heartbeat_due(self) -> float:
+        every = self._heartbeat_every if self._heartbeat_every > 0 else math.inf
+        if self._confirmed.moving:
+            every = min(every, _MOVING_POLL_S)
+        return self._last_sent + every
+
+    def _needs(self) -> tuple[int, dict[int, int]]:
+        """What the firmware lacks of the desired state: the mask of the driven fingers to
+        relax, and the fingers to drive (limp ones among them, at their angles)."""
+        desired = self._desired
+        if desired is None:
+            return 0, {}
+        limp = self._acked_relaxed
+        acked = self._acked
+        to_relax = protocol.finger_mask(self._desired_relaxed - limp)
+        to_drive = {
+            finger: angle
+            for finger, angle in enumerate(desired)
+            if finger not in self._desired_relaxed
+            and (finger in limp or acked is None or acked[finger] != angle)
+        }
+        return to_relax, to_drive
+
+    def _agrees(self, angles: Angles) -> bool:
+        """Whether ``angles`` are the desired ones on every finger that is to be driven."""
+        desired = self._desired
+        return desired is not None and all(
+            angles[f] == desired[f] for f in _ALL_FINGERS - self._desired_relaxed
+        )
+
+    def _send(self, frame: protocol.Frame, target: dict[int, int] | None, now: float) -> None:
         data = frame.encode()
         self._in_flight = _InFlight(frame.seq, data, target, now)
         self._last_sent = now
@@ -277,29 +336,34 @@ class FramedDriver(HandDriver):
         self.link.write(data)
 
     def _push(self, now: float) -> None:
-        """Send the desired angles if the firmware does not have them and the line is free."""
+        """Send what the firmware lacks of the desired state, if the line is free: first the
+        fingers to relax, then the angles (timed when they came with a duration)."""
         desired = self._desired
         if (
             desired is None
             or self._info is None
             or self._in_flight is not None
-            or desired == self._acked
             or now < self._resend_at
         ):
             return
-        acked = self._acked
-        changed = {
-            finger: angle
-            for finger, angle in enumerate(desired)
-            if acked is None or acked[finger] != angle
-        }
+        to_relax, to_drive = self._needs()
+        if to_relax:
+            self._send(protocol.relax(self._next_seq(), to_relax), None, now)
+            return
+        if not to_drive:
+            return
         seq = self._next_seq()
-        frame = (
-            protocol.set_some(seq, changed)
-            if acked is not None and len(changed) <= _SET_SOME_MAX_FINGERS
-            else protocol.set_all(seq, desired)
-        )
-        self._send(frame, desired, now)
+        if self._duration_ms:
+            frame = protocol.move(seq, self._duration_ms, to_drive)
+            self._duration_ms = 0
+        elif self._desired_relaxed or (
+            self._acked is not None and len(to_drive) <= _SET_SOME_MAX_FINGERS
+        ):
+            frame = protocol.set_some(seq, to_drive)
+        else:
+            frame = protocol.set_all(seq, desired)
+            to_drive = dict(enumerate(desired))
+        self._send(frame, to_drive, now)
 
     def _handle(self, reply: protocol.Reply) -> bool:
         """Act on one reply; True when the firmware restarted (and hands were shaken again)."""
@@ -314,9 +378,12 @@ class FramedDriver(HandDriver):
                 list(reply.angles),
             )
             self._acked = reply.angles
+            self._acked_relaxed = frozenset(reply.relaxed_fingers)
             self._set_confirmed(reply)
             self._push(time.monotonic())
         elif isinstance(reply, protocol.Arrived):
+            self._acked = reply.angles
+            self._acked_relaxed = frozenset(reply.relaxed_fingers)
             self._set_confirmed(reply)  # the servos reached their targets: moving clears
         elif reply.seq == 0:  # a HELLO nobody asked for: the firmware has just booted
             logger.warning("device: the firmware on %s restarted; shaking hands again", self.url)
@@ -331,9 +398,10 @@ class FramedDriver(HandDriver):
         self._in_flight = None
         self.acks += 1
         self._acked = ack.angles
+        self._acked_relaxed = frozenset(ack.relaxed_fingers)
         now = time.monotonic()
         if flight.target is not None:
-            if ack.angles == flight.target:
+            if all(ack.angles[f] == angle for f, angle in flight.target.items()):
                 self._disagreed = False
                 self._resend_delay = self.resend_initial
             else:
@@ -341,7 +409,7 @@ class FramedDriver(HandDriver):
                 self._back_off(
                     now,
                     f"the firmware on {self.url} applied {list(ack.angles)} when sent "
-                    f"{list(flight.target)}",
+                    f"{_described(flight.target)}",
                 )
         self._set_confirmed(ack)
         self._push(now)
@@ -355,7 +423,8 @@ class FramedDriver(HandDriver):
         if flight.target is not None:
             self._back_off(
                 time.monotonic(),
-                f"the firmware on {self.url} refused {list(flight.target)}: {nack.describe()}",
+                f"the firmware on {self.url} refused {_described(flight.target)}: "
+                f"{nack.describe()}",
             )
         else:
             logger.error(
@@ -376,12 +445,22 @@ class FramedDriver(HandDriver):
             angles=reply.angles,
             moving=reply.moving,
             failsafe=reply.failsafe_active,
-            mismatch=self._disagreed and reply.angles != self._desired,
+            mismatch=self._disagreed and not self._agrees(reply.angles),
             relaxed=frozenset(reply.relaxed_fingers),
         )
 
     def _update_confirmed(self) -> None:
         confirmed = self._confirmed
-        mismatch = self._disagreed and confirmed.angles != self._desired
-        if confirmed.angles is not None and mismatch != confirmed.mismatch:
+        if confirmed.angles is None:
+            return
+        mismatch = self._disagreed and not self._agrees(confirmed.angles)
+        if mismatch != confirmed.mismatch:
             self._confirmed = dataclasses.replace(confirmed, mismatch=mismatch)
+
+
+def _names(mask: int) -> str:
+    return ", ".join(FINGERS[f] for f in protocol.fingers_of(mask))
+
+
+def _described(target: dict[int, int]) -> str:
+    return ", ".join(f"{FINGERS[f]} {angle}" for f, angle in sorted(target.items()))

@@ -25,11 +25,12 @@ from pydantic import ValidationError
 
 from hand_mqtt.errors import DeviceBusyError
 from hand_mqtt.hardware import protocol
+from hand_mqtt.hardware.calibration import Calibration
 from hand_mqtt.hardware.driver import HandDriver
 from hand_mqtt.hardware.firmata import FIRMATA_BAUDRATE, FirmataDriver
 from hand_mqtt.hardware.framed import FramedDriver
 from hand_mqtt.hardware.link import DEFAULT_BAUDRATE, SerialLink
-from hand_mqtt.model import DEFAULT_PINS, HandState, Reported
+from hand_mqtt.model import DEFAULT_PINS, FINGERS, HandState, Reported
 from hand_mqtt.mqtt import Message, MqttClient, Will
 from hand_mqtt.services.device_link import DeviceLink
 from hand_mqtt.topics import HandTopics, Topics
@@ -69,6 +70,11 @@ class DeviceSettings:
     relax_on_exit: bool = False
     """Relax every finger when the service stops cleanly (not when another service takes the
     hand over)."""
+    calibration: Calibration = field(default_factory=Calibration)
+    """Each finger's map from logical angles to pulses, given to the firmware at every
+    handshake (``--calibration FILE``)."""
+    hold_timeout: float | None = None
+    """Relax a finger that has held its target this many seconds (None: never)."""
 
 
 def hand_driver(serial_url: str, settings: DeviceSettings | None = None) -> HandDriver:
@@ -89,6 +95,7 @@ def framed_driver(serial_url: str, settings: DeviceSettings | None = None) -> Fr
         hello_timeout=s.hello_timeout,
         resend_initial=s.backoff_initial,
         resend_max=s.backoff_max,
+        calibration=s.calibration,
     )
 
 
@@ -98,6 +105,7 @@ def firmata_driver(serial_url: str, settings: DeviceSettings | None = None) -> F
     return FirmataDriver(
         SerialLink(serial_url, baudrate=s.baudrate or FIRMATA_BAUDRATE),
         pins=s.pins,
+        servos=[s.calibration[finger] for finger in FINGERS],
         hello_timeout=s.hello_timeout,
         resend_initial=s.backoff_initial,
         resend_max=s.backoff_max,
@@ -134,10 +142,16 @@ class DeviceService:
         self.claimed = time.time()
         self._link = DeviceLink(
             self.driver,
-            initial=Reported(serial=serial_url, owner=self.owner, claimed=self.claimed),
+            initial=Reported(
+                serial=serial_url,
+                owner=self.owner,
+                claimed=self.claimed,
+                calibration=self.settings.calibration.info,
+            ),
             publish=self._publish_reported,
             backoff_initial=self.settings.backoff_initial,
             backoff_max=self.settings.backoff_max,
+            hold_timeout=self.settings.hold_timeout,
         )
         self._serving = threading.Event()
         self._retained_availability: bytes | None = None

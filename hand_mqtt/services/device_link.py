@@ -12,6 +12,10 @@ and publishes it through the callback it was given. A version in ``reported`` al
 desired state whose five angles and relaxed fingers are exactly the confirmed ones: a state the
 hand was never sent (a failsafe's safe pose, a firmware that clamps, fingers a restarted board
 no longer drives) is reported with no version.
+
+It keeps the hold timeout too (:class:`~hand_mqtt.services.hold.HoldTimer`): fingers held at
+their target too long are added to the ones the desired state relaxes, and ``reported`` lists
+them in ``hold_relaxed``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Final
 from hand_mqtt.errors import LinkError
 from hand_mqtt.hardware.driver import Confirmed, HandDriver, HandInfo, Target
 from hand_mqtt.model import FINGERS, MAX_ANGLE, Angles, HandState, Reported
+from hand_mqtt.services.hold import HoldTimer
 
 __all__ = ["DeviceLink"]
 
@@ -154,8 +159,10 @@ class DeviceLink:
         publish: Callable[[Reported], None],
         backoff_initial: float = 0.2,
         backoff_max: float = 5.0,
+        hold_timeout: float | None = None,
     ) -> None:
         self.driver = driver
+        self._hold = HoldTimer(hold_timeout) if hold_timeout else None
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self._publish_callback = publish
@@ -173,7 +180,9 @@ class DeviceLink:
         self._said_unsupported = False
         self._said_untimed = False
         self._version: int | None = None
-        self._seen: tuple[Confirmed, HandInfo | None, HandState | None, bool] | None = None
+        self._seen: (
+            tuple[Confirmed, HandInfo | None, HandState | None, bool, frozenset[int]] | None
+        ) = None
 
     # -- any thread ------------------------------------------------------------------------
 
@@ -269,9 +278,11 @@ class DeviceLink:
         while True:
             republish = self._take_mail()
             driver.service()
+            self._hold_fingers()
             self._refresh(force=republish)
             mail.drain()
-            self._poll(driver.deadline - time.monotonic())
+            hold_due = self._hold.deadline if self._hold is not None else math.inf
+            self._poll(min(driver.deadline, hold_due) - time.monotonic())
 
     def _take_mail(self) -> bool:
         """Hand the latest desired state to the driver; True when a republish was asked for."""
@@ -284,6 +295,10 @@ class DeviceLink:
         # The arbiter is the only writer and MQTT keeps its order: the latest one wins, even
         # with a lower version (an arbiter that started afresh counts from 0).
         self._desired = state
+        self._hold_fingers()
+        self._hand_over(state)
+
+    def _hand_over(self, state: HandState) -> None:
         target = self._target(state)
         try:
             self.driver.apply(target)
@@ -316,7 +331,24 @@ class DeviceLink:
                 self._said_untimed = True
             duration = 0
         relaxed = frozenset(FINGERS.index(finger) for finger in state.relaxed)
+        if self._hold is not None:
+            relaxed |= self._hold.relaxed
         return Target(state.angles, relaxed, duration)
+
+    def _hold_fingers(self) -> None:
+        """Let the hold timeout look at what is wanted and what the hand confirmed; hand the
+        driver the new set of relaxed fingers when it changed."""
+        hold = self._hold
+        state = self._desired
+        if hold is None or state is None or not self._up:
+            return
+        wanted = {FINGERS.index(finger) for finger in state.relaxed}
+        if hold.update(time.monotonic(), state.angles, wanted, self.driver.confirmed):
+            logger.info(
+                "device: the hold timeout relaxed %s",
+                ", ".join(FINGERS[f] for f in sorted(hold.relaxed)) or "no finger",
+            )
+            self._hand_over(state)
 
     def _relax_before_closing(self) -> None:
         """The service stops and was asked to leave the hand limp: relax every finger and wait
@@ -406,6 +438,8 @@ class DeviceLink:
 
     def _link_down(self) -> None:
         self._forget_polled_fd()
+        if self._hold is not None:
+            self._hold.forget()
         if not self._up:
             return
         self._up = False
@@ -421,10 +455,11 @@ class DeviceLink:
         """Rebuild ``reported`` from what the driver confirmed; publish it when it changed."""
         driver = self.driver
         confirmed, info, desired, up = driver.confirmed, driver.info, self._desired, self._up
+        hold_relaxed = self._hold.relaxed if self._hold is not None else frozenset()
         seen = self._seen
-        if not force and seen == (confirmed, info, desired, up):
+        if not force and seen == (confirmed, info, desired, up, hold_relaxed):
             return
-        self._seen = (confirmed, info, desired, up)
+        self._seen = (confirmed, info, desired, up, hold_relaxed)
         if not up:
             # The last confirmed angles stay: as far as anyone can tell the hand still has them.
             self._update({"link": "down"}, force=force)
@@ -456,6 +491,7 @@ class DeviceLink:
             link="up",
             version=self._version,
             relaxed=tuple(FINGERS[finger] for finger in sorted(confirmed.relaxed)),
+            hold_relaxed=tuple(FINGERS[f] for f in sorted(hold_relaxed & confirmed.relaxed)),
             failsafe=confirmed.failsafe,
             moving=confirmed.moving,
             mismatch=confirmed.mismatch,

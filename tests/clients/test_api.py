@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -90,6 +91,25 @@ def test_relax_stop_unlock_and_timed_moves(hand: HandClient) -> None:
         hand.relax("toe")
     with pytest.raises(CommandError, match="duration_ms must be a whole number"):
         hand.pose("open", duration=-1)
+
+
+def test_waiting_for_the_report_waits_for_the_arrival_and_the_relax(hand: HandClient) -> None:
+    hand.pose("open", wait="reported")
+    started = time.monotonic()
+    fist = hand.pose("fist", duration=0.6, wait="reported")
+    # A timed move cannot be over before its duration: the wait ended with the arrival.
+    assert time.monotonic() - started >= 0.55
+    reported = hand.reported
+    assert reported is not None
+    assert (reported.angles, reported.moving, reported.version) == ((0,) * 5, False, fist.version)
+    hand.relax("thumb", "ring", wait="reported")
+    reported = hand.reported
+    assert reported is not None
+    assert reported.relaxed == ("ring", "thumb")
+    hand.set(ring=10, wait="reported")
+    reported = hand.reported
+    assert reported is not None
+    assert reported.relaxed == ("thumb",)
 
 
 def test_refusals_raise_the_arbiters_sentence(hand: HandClient) -> None:

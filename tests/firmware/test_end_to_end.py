@@ -40,6 +40,7 @@ from hand_mqtt import (
 )
 from hand_mqtt.devtools.emulator import EmulatedHand, Pulse, angle_to_pulse_us
 from hand_mqtt.errors import LinkError
+from hand_mqtt.hardware.calibration import Calibration
 from hand_mqtt.hardware.driver import HandDriver
 from hand_mqtt.hardware.firmata import FIRMATA_BAUDRATE, FirmataDriver
 from hand_mqtt.hardware.framed import FramedDriver
@@ -218,6 +219,12 @@ def links() -> list[NoisyLink]:
 
 
 @pytest.fixture
+def calibration() -> Calibration:
+    """The device service's calibration (a test may override it)."""
+    return Calibration()
+
+
+@pytest.fixture
 def device(
     url: BrokerUrl,
     topics: Topics,
@@ -226,17 +233,22 @@ def device(
     arbiter: Arbiter,
     plain: PlainClient,
     links: list[NoisyLink],
+    calibration: Calibration,
 ) -> Iterator[DeviceService]:
     # No failsafe, hence no heartbeats: the line is quiet between commands, so injected noise
     # never lands in the middle of one of the service's frames.
-    settings = DeviceSettings(ack_timeout=0.25, firmware=DeviceConfig(failsafe_timeout_ms=0))
+    settings = DeviceSettings(
+        ack_timeout=0.25, firmware=DeviceConfig(failsafe_timeout_ms=0), calibration=calibration
+    )
     driver: HandDriver
     if firmware_kind == FIRMATA:
         links.append(NoisyLink(hand.path, baudrate=FIRMATA_BAUDRATE))
-        driver = FirmataDriver(links[-1])
+        driver = FirmataDriver(links[-1], servos=[calibration[f] for f in FINGERS])
     else:
         links.append(NoisyLink(hand.path))
-        driver = FramedDriver(links[-1], config=settings.firmware, ack_timeout=0.25)
+        driver = FramedDriver(
+            links[-1], config=settings.firmware, ack_timeout=0.25, calibration=calibration
+        )
     service = DeviceService(
         MqttClient(url, name="device"),
         hand.path,
@@ -547,3 +559,152 @@ def test_failsafe_fires_when_the_device_service_goes_silent(
             process.kill()
             _out, err = process.communicate()
     assert process.returncode == 0, err[-2000:]
+
+
+# -- relax, the emergency stop, timed moves, calibration ----------------------------------------
+
+FRAME_S = 0.020
+
+
+def wait_for_reported(
+    plain: PlainClient, what: str, match: Any, timeout: float = 5.0
+) -> dict[str, Any]:
+    wait_until(lambda: match(plain.last()), timeout, f"{what} (last reported: {plain.last()})")
+    return plain.last()
+
+
+def wait_more_pulses(hand: EmulatedHand, finger: str, count: int, timeout: float = 10.0) -> None:
+    start = len(hand.pulses()[finger])
+    wait_until(
+        lambda: len(hand.pulses()[finger]) >= start + count,
+        timeout,
+        f"{count} more pulses of the {finger}",
+    )
+
+
+# The whole-pulse promise (no runt when a pin is relaxed) is the bundled firmware's; the
+# Firmata suite checks StandardFirmata's relax on its own terms.
+@pytest.mark.parametrize("firmware_kind", [BUNDLED])
+def test_relax_and_the_emergency_stop_at_the_pins(
+    device: DeviceService, hand: EmulatedHand, arbiter: Arbiter, plain: PlainClient, topics: Topics
+) -> None:
+    t = topics.hand("hand1")
+    angles = command(plain, hand, arbiter, t.set, json.dumps({"angles": [30, 60, 90, 120, 150]}))
+    widths = dict(zip(FINGERS, (angle_to_pulse_us(a) for a in angles), strict=True))
+    held_from = {f: len(found) for f, found in hand.pulses().items()}  # all at these angles
+
+    # Relax two fingers: their pins go quiet for good while the others keep pulsing.
+    plain.publish(t.set, json.dumps({"relax": ["index", "thumb"]}))
+    wait_for_reported(
+        plain, "index and thumb relaxed", lambda r: r.get("relaxed") == ["index", "thumb"]
+    )
+    wait_more_pulses(hand, "middle", 8)
+    pulses = hand.pulses()
+    for finger in ("index", "thumb"):
+        last = pulses[finger][-1]
+        after = [q for q in pulses["middle"] if q.start_s > last.start_s]
+        assert len(after) >= 6, f"{finger}: pulsed within the last {len(after)} frames"
+        # Every pulse it had, the last one too, was whole: no runt on the way out.
+        held = pulses[finger][held_from[finger] :]
+        assert all(abs(q.width_us - widths[finger]) <= 1.5 for q in held), finger
+    for finger in ("middle", "ring", "pinky"):
+        assert not off_by([q.width_us for q in pulses[finger][-6:]], angles[FINGERS.index(finger)])
+    quiet_index = len(pulses["index"])
+
+    # The emergency stop: every pin goes quiet; a set and a pose are refused and move nothing.
+    plain.publish(t.set, json.dumps({"lock": True}))
+    wait_for_reported(plain, "every finger relaxed", lambda r: len(r.get("relaxed") or []) == 5)
+    version = arbiter.state("hand1").version
+    plain.publish(t.finger_set("ring"), "10")
+    plain.publish(t.set, json.dumps({"pose": "fist"}))
+    # A sentinel on the same path: once it is through, the refused commands are behind it.
+    plain.publish(t.set, json.dumps({"relax": True, "transaction": "sentinel"}))
+    wait_until(lambda: arbiter.state("hand1").transaction == "sentinel", 5, "the sentinel")
+    assert arbiter.state("hand1").version == version + 1  # the two motions were refused
+    sentinel = wait_for_reported(
+        plain, "the sentinel reported", lambda r: r.get("version") == version + 1
+    )
+    assert len(sentinel["relaxed"]) == 5  # the firmware drives nothing
+
+    # Unlock and set: the index pulses again at the commanded width, and only the index.
+    plain.publish(t.set, json.dumps({"lock": False}))
+    plain.publish(t.finger_set("index"), "45")
+    wait_for_reported(
+        plain,
+        "the index driven",
+        lambda r: r.get("index") == 45 and r.get("relaxed") == ["middle", "ring", "pinky", "thumb"],
+    )
+    wait_more_pulses(hand, "index", 8)
+    pulses = hand.pulses()
+    resumed = pulses["index"][quiet_index:]
+    assert len(resumed) >= 8
+    assert not off_by([q.width_us for q in resumed], 45), off_by([q.width_us for q in resumed], 45)
+    first_again = resumed[0].start_s
+    for finger in ("middle", "ring", "pinky", "thumb"):
+        # Quiet since the lock, through the refused commands, and after the unlock.
+        assert pulses[finger][-1].start_s < first_again, f"{finger} pulsed after the lock"
+        held = pulses[finger][held_from[finger] :]
+        assert all(abs(q.width_us - widths[finger]) <= 1.5 for q in held), finger
+
+
+@pytest.mark.parametrize("firmware_kind", [BUNDLED])  # StandardFirmata cannot time a move
+def test_a_timed_move_brings_every_finger_in_together(
+    device: DeviceService, hand: EmulatedHand, arbiter: Arbiter, plain: PlainClient, topics: Topics
+) -> None:
+    t = topics.hand("hand1")
+    command(plain, hand, arbiter, t.pose_set, "open")
+    mark = now_emulated(hand)
+    duration_s = 0.8
+    plain.publish(t.set, json.dumps({"pose": "fist", "duration_ms": round(duration_s * 1000)}))
+    wait_until(lambda: arbiter.state("hand1").pose == "fist", 5, "the move accepted")
+    version = arbiter.state("hand1").version
+    # (On a loaded machine the device may read the ACK and the ARRIVED at once and report the
+    # arrival only: what a program waits for is moving false for this version.)
+    wait_for_reported(
+        plain,
+        "the arrival",
+        lambda r: r.get("version") == version and r.get("moving") is False,
+    )
+    wait_pins(hand, BUILTIN_POSES["fist"])
+    pulses = {f: [q for q in hand.pulses()[f] if q.start_s >= mark] for f in FINGERS}
+    frames = [q.start_s for q in pulses["index"]]
+    open_us, fist_us = angle_to_pulse_us(180), angle_to_pulse_us(0)
+    arrived: dict[str, int] = {}
+    began: list[float] = []
+    for finger in FINGERS:
+        found = pulses[finger]
+        began.append(next(q.start_s for q in found if abs(q.width_us - open_us) > 1.5))
+        last_off = max(i for i, q in enumerate(found) if abs(q.width_us - fist_us) > 1.5)
+        arrival = found[last_off + 1].start_s
+        arrived[finger] = sum(1 for start in frames if start <= arrival + 1e-6)
+    assert max(arrived.values()) - min(arrived.values()) <= 1, arrived
+    length = frames[max(arrived.values()) - 1] - min(began)
+    assert abs(length - duration_s) <= FRAME_S, f"the move took {length:.4f} s on the pins"
+
+
+DOCUMENTED = Calibration.from_toml(
+    "[fingers.index]\nservo_min = 160\nservo_max = 20\npulse_min_us = 500\npulse_max_us = 2500\n"
+)
+
+
+@pytest.mark.parametrize("calibration", [DOCUMENTED], ids=["docs-example"])
+def test_the_calibration_reaches_the_pins(
+    device: DeviceService,
+    hand: EmulatedHand,
+    arbiter: Arbiter,
+    plain: PlainClient,
+    topics: Topics,
+    calibration: Calibration,
+) -> None:
+    t = topics.hand("hand1")
+    for index, width in ((0, 2278.0), (90, 1500.0), (180, 722.0)):
+        plain.publish(t.set, json.dumps({"angles": [index, 90, 90, 90, 90]}))
+        # Logical angles everywhere on MQTT; the pulse is the calibrated one.
+        plain.wait_reported((index, 90, 90, 90, 90))
+
+        def at_width(width: float = width) -> bool:
+            return all(abs(q.width_us - width) <= 1.5 for q in hand.pulses()["index"][-3:])
+
+        wait_until(at_width, 5, f"the index at {width} us")
+        assert not off_by([q.width_us for q in hand.pulses()["middle"][-3:]], 90)
+    assert plain.last()["calibration"] == {"file": None, "digest": calibration.digest}

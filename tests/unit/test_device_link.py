@@ -17,6 +17,7 @@ import pytest
 from hand_mqtt import HandState, Reported, SimulatedFirmware, SocketHand
 from hand_mqtt.devtools.simulator import FIRMWARE_VERSION
 from hand_mqtt.hardware import protocol as p
+from hand_mqtt.hardware.calibration import Calibration
 from hand_mqtt.hardware.driver import Confirmed, HandDriver, HandInfo, Target, Wait
 from hand_mqtt.hardware.framed import FramedDriver
 from hand_mqtt.hardware.link import SerialLink
@@ -37,10 +38,27 @@ OPEN: Angles = (180, 180, 180, 180, 180)
 FIST: Angles = (0, 0, 0, 0, 0)
 
 
-def state(version: int, angles: Angles) -> HandState:
+def state(
+    version: int,
+    angles: Angles,
+    *,
+    relaxed: tuple[str, ...] = (),
+    duration_ms: int | None = None,
+    locked: bool = False,
+) -> HandState:
     index, middle, ring, pinky, thumb = angles
-    return HandState(
-        index=index, middle=middle, ring=ring, pinky=pinky, thumb=thumb, version=version
+    return HandState.model_validate(
+        {
+            "index": index,
+            "middle": middle,
+            "ring": ring,
+            "pinky": pinky,
+            "thumb": thumb,
+            "version": version,
+            "relaxed": relaxed,
+            "duration_ms": duration_ms,
+            "locked": locked,
+        }
     )
 
 
@@ -140,6 +158,8 @@ def rig() -> Iterator[Factory]:
         max_retries: int = 3,
         hello_timeout: float = 3.0,
         start: bool = True,
+        calibration: Calibration | None = None,
+        hold_timeout: float | None = None,
     ) -> Rig:
         frames = FrameLog()
         if hand is None:
@@ -153,6 +173,7 @@ def rig() -> Iterator[Factory]:
             hello_timeout=hello_timeout,
             resend_initial=0.05,
             resend_max=0.4,
+            calibration=calibration,
         )
         published = Published()
         link = DeviceLink(
@@ -161,6 +182,7 @@ def rig() -> Iterator[Factory]:
             publish=published,
             backoff_initial=0.05,
             backoff_max=0.2,
+            hold_timeout=hold_timeout,
         )
         made.append(Rig(hand, driver, link, published, frames))
         if start:
@@ -453,3 +475,117 @@ def test_handing_over_a_state_never_waits_for_the_port() -> None:
         driver.release.set()
         link.stop()
         link.close()
+
+
+# -- relax, calibration, timed moves, the hold timeout -----------------------------------------
+
+
+def test_relaxed_fingers_get_a_relax_and_a_move_drives_them_again(rig: Factory) -> None:
+    r = rig()
+    r.link.want(state(1, FIST))
+    r.reported_version(1, FIST)
+    r.link.want(state(2, FIST, relaxed=("index", "thumb")))
+    reported = r.published.wait_for(lambda x: x.relaxed == ("index", "thumb"), "two relaxed")
+    assert reported.version == 2
+    assert r.hand.firmware.relaxed == 0b10001
+    assert r.hand.firmware.pulse_widths[0] is None
+    relax_frames = [f for _, f in r.frames.of(p.FrameType.RELAX)]
+    assert [f.payload for f in relax_frames] == [bytes((0b10001,))]
+    # The index is named again at the same angle (a command moved it); the thumb stays limp.
+    r.link.want(state(3, FIST, relaxed=("thumb",)))
+    r.published.wait_for(lambda x: x.relaxed == ("thumb",), "the index driven again")
+    last_set = r.frames.of(*SETS)[-1][1]
+    assert last_set.type == p.FrameType.SET_SOME
+    assert last_set.payload == bytes((0b00001, 0))
+    # An emergency stop: every finger relaxed in one frame.
+    r.link.want(state(4, FIST, relaxed=("index", "middle", "ring", "pinky", "thumb"), locked=True))
+    r.published.wait_for(lambda x: len(x.relaxed) == 5, "all relaxed")
+    assert r.frames.of(p.FrameType.RELAX)[-1][1].payload == bytes((0b01111,))
+    assert r.hand.firmware.pulse_widths == (None,) * 5
+
+
+def test_relaxed_fingers_stay_limp_after_a_restart(rig: Factory) -> None:
+    r = rig()
+    r.link.want(state(1, (10, 20, 30, 40, 50), relaxed=("middle",)))
+    r.published.wait_for(
+        lambda x: x.relaxed == ("middle",) and x.index == 10, "a hand with the middle limp"
+    )
+    # Only the driven fingers were ever sent: SET_SOME of four, never a SET_ALL.
+    assert [f.type for _, f in r.frames.of(*SETS)] == [p.FrameType.SET_SOME]
+    r.hand.inject(r.hand.firmware.boot())  # the firmware restarts
+    wait_until(lambda: len(r.frames.of(p.FrameType.CONFIGURE)) == 2, what="a second handshake")
+    wait_until(lambda: r.hand.firmware.driven == 0b11101, what="the others driven again")
+    assert r.hand.firmware.pulse_widths[1] is None
+
+
+def test_new_angles_with_a_duration_go_out_as_a_move(rig: Factory) -> None:
+    r = rig()
+    r.link.want(state(1, OPEN))
+    r.reported_version(1, OPEN)
+    r.link.want(state(2, (0, 0, 180, 180, 180), duration_ms=300))
+    moving = r.published.wait_for(lambda x: x.version == 2, "the move acknowledged")
+    moves = [f for _, f in r.frames.of(p.FrameType.MOVE)]
+    assert len(moves) == 1
+    assert p.parse_request(moves[0]) == p.Move(moves[0].seq, 300, 0b00011, (0, 0))
+    assert moving.moving
+    # The firmware reports the arrival: reported.moving clears without a command.
+    arrived = r.published.wait_for(lambda x: x.version == 2 and not x.moving, "the arrival")
+    assert arrived.angles == (0, 0, 180, 180, 180)
+    # The same state again (a reconnect, a relax) is no new move.
+    r.link.want(state(3, (0, 0, 180, 180, 180), duration_ms=300))
+    r.reported_version(3, (0, 0, 180, 180, 180))
+    assert len(r.frames.of(p.FrameType.MOVE)) == 1
+
+
+def test_moving_is_cleared_even_when_the_arrived_frame_is_lost(rig: Factory) -> None:
+    # A firmware whose ARRIVED never reaches the host: the driver asks while moving.
+    firmware = SimulatedFirmware()
+    r = rig(firmware)
+    r.link.want(state(1, OPEN))
+    r.reported_version(1, OPEN)
+    original = firmware._state_frame  # the one place to lose a frame type
+
+    def no_arrived(kind: p.FrameType, seq: int) -> bytes:
+        frame = original(kind, seq)
+        return b"" if kind == p.FrameType.ARRIVED else frame
+
+    firmware._state_frame = no_arrived  # type: ignore[method-assign]
+    r.link.want(state(2, FIST, duration_ms=200))
+    r.published.wait_for(lambda x: x.version == 2 and x.moving, "moving")
+    r.published.wait_for(lambda x: x.version == 2 and not x.moving, "arrived, asked for")
+    assert r.frames.of(p.FrameType.HEARTBEAT), "no heartbeat asked the firmware"
+
+
+def test_the_calibration_is_given_at_every_handshake(rig: Factory) -> None:
+    calibration = Calibration.from_toml(
+        "[fingers.index]\nservo_min = 160\nservo_max = 20\n"
+        "pulse_min_us = 500\npulse_max_us = 2500\n"
+        "[fingers.thumb]\npulse_min_us = 500\npulse_max_us = 2500\n"
+    )
+    r = rig(calibration=calibration)
+    r.up()
+    frames = [p.parse_request(f) for _, f in r.frames.of(p.FrameType.CALIBRATE)]
+    assert sorted((f.mask, f.pulse_at_0_us, f.pulse_at_180_us) for f in frames) == [  # type: ignore[union-attr]
+        (0b00001, 2278, 722),
+        (0b01110, 544, 2400),
+        (0b10000, 500, 2500),
+    ]
+    r.link.want(state(1, (90, 90, 90, 90, 90)))
+    r.reported_version(1, (90, 90, 90, 90, 90))
+    assert r.hand.firmware.pulse_widths == (1500.0, 1472.0, 1472.0, 1472.0, 1500.0)
+    r.hand.inject(r.hand.firmware.boot())
+    wait_until(lambda: len(r.frames.of(p.FrameType.CALIBRATE)) == 6, what="calibrated again")
+
+
+def test_the_hold_timeout_relaxes_a_finger_that_held_its_target(rig: Factory) -> None:
+    r = rig(hold_timeout=0.3)
+    r.link.want(state(1, FIST))
+    r.reported_version(1, FIST)
+    held = r.published.wait_for(lambda x: len(x.hold_relaxed) == 5, "every finger relaxed")
+    assert held.relaxed == held.hold_relaxed == ("index", "middle", "ring", "pinky", "thumb")
+    assert r.hand.firmware.pulse_widths == (None,) * 5
+    # A new angle for a finger drives it again; the others stay limp.
+    r.link.want(state(2, (90, 0, 0, 0, 0)))
+    again = r.published.wait_for(lambda x: x.index == 90 and "index" not in x.relaxed, "index")
+    assert again.hold_relaxed == ("middle", "ring", "pinky", "thumb")
+    r.published.wait_for(lambda x: len(x.hold_relaxed) == 5, "the index held too long too")
