@@ -455,6 +455,7 @@ def test_relaxed_pins_stay_low_while_the_others_keep_pulsing(
         assert all(abs(w.width_us - expected) <= PULSE_TOLERANCE_US for w in pulses[finger]), finger
     quiet_frames = (pulses["middle"][-1].start_s - quiet_from) / FRAME_S
     assert quiet_frames >= 5, quiet_frames
+    print(f"relaxed index and thumb: no pulse for {quiet_frames:.0f} frames and counting")
     for finger in ("middle", "ring", "pinky"):
         assert len([q for q in pulses[finger] if q.start_s >= quiet_from]) >= 6, finger
     assert_pulses_match(hand, {"middle": 60, "ring": 90, "pinky": 120})

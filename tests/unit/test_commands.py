@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -305,3 +307,29 @@ def test_sentences_stay_short_whatever_the_object(data: dict[str, object]) -> No
 )
 def test_excerpts_are_printable_and_short(text: str, limit: int, shown: str) -> None:
     assert excerpt(text, limit) == shown
+
+
+TOPICS_DOC = Path(__file__).resolve().parents[2] / "docs" / "topics.md"
+
+
+def test_the_documented_hand_examples_are_accepted() -> None:
+    text = TOPICS_DOC.read_text(encoding="utf-8")
+    examples = text.split("\nExamples: ", 1)[1].split("\n\n", 1)[0]
+    payloads = re.findall(r"`([^`]+)`", examples)
+    assert any('"relax"' in p for p in payloads)
+    assert any('"lock"' in p for p in payloads)
+    assert any('"duration_ms"' in p for p in payloads)
+    for payload in payloads:
+        parse_command(HAND, payload.encode(), POSES)
+    finger_form, pose_form = re.findall(
+        r"`([^`]+)`", text.split("topics take `duration_ms` too:", 1)[1].split("\n\n", 1)[0]
+    )
+    assert parse_command(finger("index"), finger_form.encode(), POSES).duration_ms == 500
+    assert parse_command(POSE, pose_form.encode(), POSES).duration_ms == 800
+
+
+def test_the_documented_lock_sentence_is_the_arbiters() -> None:
+    from hand_mqtt.services import arbiter
+
+    text = " ".join(TOPICS_DOC.read_text(encoding="utf-8").split())
+    assert f"the error `{arbiter._LOCKED}`" in text
