@@ -148,6 +148,21 @@ def test_wait_reported_returns_when_the_device_reports_the_hand_there(
     assert hand.reported.version == again.version
 
 
+def test_wait_reported_waits_until_a_timed_move_has_arrived(hand: HandClient) -> None:
+    with hand.changes() as changes:
+        started = time.monotonic()
+        state = hand.pose("fist", duration=0.5, wait="reported")
+        took = time.monotonic() - started
+        seen = [s.reported for s in changes.pending() if s.reported is not None]
+    assert state.duration_ms == 500
+    # The device said "moving" on the way; the call returned only once it said "arrived".
+    assert any(r.moving and r.angles == state.angles for r in seen)
+    assert hand.reported is not None
+    assert not hand.reported.moving
+    assert hand.reported.angles == state.angles
+    assert took >= 0.5
+
+
 def test_online_follows_the_device(hand: HandClient, system: System) -> None:
     wait_until(lambda: hand.online, what="online")
     assert system.device is not None
