@@ -99,7 +99,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         # One run at a time from here on, installing included (a policy-rc.d of another run's
         # could vanish in the middle of ours).
         with timings.step("wait for the engine lock"):
-            engine.lock(timeout=600)
+            engine.lock(timeout=1800)
         cleanup.callback(engine.unlock)
         with timings.step("install packages"):
             install_packages(PACKAGES, ARTIFACTS / "apt.log")
