@@ -155,7 +155,7 @@ class Page:
         xpath = (
             "//*[(self::button or self::input or self::select) and "
             f'(@aria-label="{name}" or (not(@aria-label) and normalize-space(.)="{name}") '
-            f'or @id=//label[normalize-space(.)="{name}"]/@for)]'
+            f'or (not(@aria-label) and @id=//label[normalize-space(.)="{name}"]/@for))]'
         )
         found = [e for e in self.driver.find_elements(By.XPATH, xpath) if e.is_displayed()]
         if len(found) != 1:

@@ -51,12 +51,19 @@ class WebRig:
         ]
 
     def command_bodies(self, since: int = 0) -> list[tuple[str, dict[str, object]]]:
-        """(topic suffix, JSON body without the transaction) of each command after ``since``."""
+        """(topic suffix, JSON body without the transaction) of each command the page sent
+        (the page's transactions start with ``web-``) after the first ``since`` commands."""
         root = self.system.hand_topics.root + "/"
         found = []
         for message in self.commands()[since:]:
-            body = json.loads(message.payload)
-            body.pop("transaction", None)
+            try:
+                body = json.loads(message.payload)
+            except ValueError:
+                continue  # another client's plain-text command
+            if not isinstance(body, dict) or not str(body.pop("transaction", "")).startswith(
+                "web-"
+            ):
+                continue
             found.append((message.topic.removeprefix(root), body))
         return found
 

@@ -66,7 +66,7 @@ def test_on_a_phone_one_column_touch_targets_and_every_control_named(rig: WebRig
         if element.is_displayed()
     ]
     assert all(names), names
-    expected = {"Sign in", "User name", "Password", "Cancel", "Send angles"}
+    expected = {"Stop", "Relax", "Sign in", "User name", "Password", "Cancel", "Send angles"}
     for finger in FINGERS:
         name = finger.capitalize()
         expected |= {
@@ -80,6 +80,15 @@ def test_on_a_phone_one_column_touch_targets_and_every_control_named(rig: WebRig
     expected |= set(BUILTIN_POSES) | {"Play count", "Play wave"}
     assert set(names) == expected
     assert len(names) == len(set(names)), "two controls share a name"
+
+    # Stop is on screen wherever the page is scrolled to.
+    for where in ("document.documentElement.scrollHeight", "0"):
+        page.js(f"window.scrollTo(0, {where})")
+        top, bottom = page.js(
+            "const r = document.querySelector('.hand-action.stop').getBoundingClientRect();"
+            " return [r.top, r.bottom]"
+        )
+        assert 0 <= top < bottom <= PHONE[1]
 
 
 def test_on_a_desktop_the_fingers_and_the_poses_sit_side_by_side(rig: WebRig) -> None:

@@ -282,3 +282,53 @@ def test_a_gesture_button_plays_the_gesture(rig: WebRig) -> None:
     # wave ends on an open hand, and the state says the gesture is over.
     rig.wait_hand(OPEN)
     page.until(lambda: "playing" not in page.text("pose-line"), "the gesture's end")
+
+
+def test_stop_relax_and_unlock(rig: WebRig) -> None:
+    page = rig.page.open()
+    page.wait_ready()
+    assert not page.control("Stop").get_attribute("disabled")
+    page.click("Relax")
+    rig.wait_command("relax", {"relax": True})
+    page.until(lambda: page.js("return !document.getElementById('relaxed-thumb').hidden"), "badge")
+    page.click("Stop")
+    rig.wait_command("the emergency stop", {"lock": True})
+    page.until(lambda: page.driver.find_element(By.ID, "locked").is_displayed(), "the lock")
+    # The arbiter refuses motion now; the page keeps it from being tried, and says why.
+    for name in ("peace", "Play wave", "Contract index", "Send angles", "Index"):
+        assert page.control(name).get_attribute("disabled") is not None, name
+    assert not page.control("Relax").get_attribute("disabled")
+    client = rig.system.client("other")
+    try:
+        client.publish(rig.system.hand_topics.pose_set, b"fist", qos=1)
+    finally:
+        client.stop()
+    sentence = page.until(
+        lambda: page.js(
+            "const e = document.querySelector('#errors .sentence'); return e && e.textContent"
+        ),
+        "the arbiter's refusal on the page",
+    )
+    assert sentence.startswith("the hand is locked (emergency stop)")
+    page.click("Unlock")
+    rig.wait_command("unlock", {"lock": False})
+    page.wait_ready()
+    page.until(lambda: not page.driver.find_element(By.ID, "locked").is_displayed(), "unlocked")
+    assert not page.driver.find_elements(By.CSS_SELECTOR, ".hand-action.unlock:not([hidden])")
+    # Unlocked, the fingers stay relaxed until a command moves them.
+    assert page.js("return !document.getElementById('relaxed-index').hidden")
+    page.click("peace")
+    rig.wait_hand(BUILTIN_POSES["peace"])
+    page.until(
+        lambda: page.js("return document.querySelectorAll('.badge:not([hidden])').length") == 0,
+        "every finger driven again",
+    )
+    assert [body for _t, body in rig.command_bodies()] == [
+        {"relax": True},
+        {"lock": True},
+        {"lock": False},
+        {"pose": "peace"},
+    ]
+    state = rig.recorder.last_json(rig.system.hand_topics.state)
+    assert state["relaxed"] == []
+    assert state["locked"] is False

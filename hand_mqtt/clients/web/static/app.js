@@ -34,10 +34,26 @@
     { key: 'add', text: `+${NUDGE}`, name: (f) => `${title(f)} +${NUDGE}`, body: () => ({ delta: NUDGE }) },
     { key: 'extend', text: 'Extend', name: (f) => `Extend ${f}`, body: () => ({ angle: MAX_ANGLE }) },
   ];
-  // Whole-hand actions for <base>/<hand>/set, in the bar that stays on screen. Stop and Relax
-  // join here ({ key: 'stop', text: 'Stop', name: () => 'Stop', body: () => ({ lock: true }) })
-  // once the arbiter accepts them.
-  const HAND_ACTIONS = [];
+  // Whole-hand actions for <base>/<hand>/set, in the bar that stays on screen. ``shown`` says
+  // when the button is there at all; they are never locked out (the arbiter takes relax and lock
+  // commands during an emergency stop).
+  const HAND_ACTIONS = [
+    {
+      key: 'stop', text: 'Stop', body: () => ({ lock: true }), what: 'emergency stop',
+      title: 'Emergency stop: every finger goes limp and every motion is refused until unlocked',
+      shown: () => true,
+    },
+    {
+      key: 'relax', text: 'Relax', body: () => ({ relax: true }), what: 'relax every finger',
+      title: 'Relax every finger (the servos go limp) until a command moves them',
+      shown: () => true,
+    },
+    {
+      key: 'unlock', text: 'Unlock', body: () => ({ lock: false }), what: 'unlock',
+      title: 'End the emergency stop (the fingers stay relaxed until a command moves them)',
+      shown: () => locked(),
+    },
+  ];
 
   const page = {
     base: 'hand',
@@ -63,7 +79,8 @@
   // Per finger: is the user dragging its slider, and the last slider command not yet answered.
   const held = Object.fromEntries(FINGERS.map((f) => [f, { dragging: false, tx: null }]));
   const stream = { values: new Map(), timer: null };
-  const controls = []; // every element that sends a command
+  const controls = []; // every element that sends a command that moves a finger
+  const handButtons = []; // [action, button] of HAND_ACTIONS
 
   // -- helpers ----------------------------------------------------------------------------
 
@@ -347,6 +364,12 @@
     return page.connected && page.canCommand === true && page.bridge === 'online';
   }
 
+  // The emergency stop is on: the arbiter refuses every motion until it is unlocked.
+  function locked() {
+    const desired = page.states.get(page.hand);
+    return Boolean(page.connected && desired && desired.locked === true);
+  }
+
   // Publish one command with a transaction of ours; returns the transaction, or null. ``done``
   // is what to say once the arbiter has accepted it.
   function send(name, body, description, quiet = false, done = `Done: ${description}`) {
@@ -521,7 +544,10 @@
     for (const finger of FINGERS) {
       const card = make('div', { class: 'finger', id: `finger-${finger}` });
       const head = make('div', { class: 'finger-head' });
-      head.append(make('label', { for: `slider-${finger}`, class: 'finger-name' }, title(finger)));
+      const name = make('div', { class: 'finger-title' });
+      name.append(make('label', { for: `slider-${finger}`, class: 'finger-name' }, title(finger)),
+        make('span', { class: 'badge', id: `relaxed-${finger}`, hidden: '' }, 'relaxed'));
+      head.append(name);
       const values = make('p', { class: 'values', id: `values-${finger}` });
       values.append(make('span', { class: 'value-label' }, 'desired '),
         make('b', { id: `desired-${finger}`, class: 'desired' }, '\u2013'),
@@ -565,10 +591,10 @@
   function buildHandActions() {
     const bar = $('hand-actions');
     for (const action of HAND_ACTIONS) {
-      const button = make('button', { type: 'button', class: `hand-action ${action.key}`, 'aria-label': action.name() }, action.text);
-      button.addEventListener('click', () => send(handTopic('set'), action.body(), action.text.toLowerCase()));
+      const button = make('button', { type: 'button', class: `hand-action ${action.key}`, title: action.title }, action.text);
+      button.addEventListener('click', () => send(handTopic('set'), action.body(), action.what));
       bar.append(button);
-      controls.push(button);
+      handButtons.push([action, button]);
     }
     bar.hidden = HAND_ACTIONS.length === 0;
   }
@@ -702,6 +728,9 @@
         slider.value = String(want);
       }
       slider.setAttribute('aria-valuetext', want === null ? 'unknown' : `${slider.value} degrees`);
+      const relaxed = Boolean(desired && Array.isArray(desired.relaxed) && desired.relaxed.includes(finger));
+      $(`relaxed-${finger}`).hidden = !relaxed;
+      $(`finger-${finger}`).dataset.relaxed = String(relaxed);
       const marker = $(`marker-${finger}`);
       marker.hidden = got === null;
       if (got !== null) marker.style.setProperty('--at', String(got / MAX_ANGLE));
@@ -743,10 +772,17 @@
   function render() {
     const allowed = mayCommand();
     document.body.dataset.mode = !page.connected ? 'offline' : page.canCommand === false ? 'readonly' : allowed ? 'control' : 'waiting';
+    const stopped = locked();
     const buttons = document.querySelectorAll('#pose-list .pose, #gesture-list .gesture');
     for (const element of [...controls, ...buttons]) {
-      element.disabled = !allowed;
+      element.disabled = !allowed || stopped;
     }
+    for (const [action, button] of handButtons) {
+      button.hidden = !action.shown();
+      button.disabled = !allowed;
+    }
+    $('locked').hidden = !stopped;
+    document.body.dataset.locked = String(stopped);
     renderStatus();
     renderAccount();
     renderHands();
