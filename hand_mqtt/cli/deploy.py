@@ -2,7 +2,8 @@
 
 ``hand-mqtt users add NAME --role ROLE`` writes the Mosquitto password file and the ACL file
 (both brokers read them); ``hand-mqtt health arbiter|device`` exits 0 when the service's retained
-availability says ``online``, for container health checks and monitoring.
+availability says ``online``, ``hand-mqtt health web`` when the page is served, for container
+health checks and monitoring.
 """
 
 from __future__ import annotations
@@ -245,6 +246,7 @@ def users_list(
 class Service(enum.StrEnum):
     arbiter = "arbiter"
     device = "device"
+    web = "web"
 
 
 def health(
@@ -258,6 +260,10 @@ def health(
     timeout: Annotated[
         float, typer.Option("--timeout", "-t", help="Seconds to wait for an answer.", min=0.1)
     ] = 5.0,
+    url: Annotated[
+        str,
+        typer.Option("--url", envvar="HAND_MQTT_WEB_URL", help="web: the page's address."),
+    ] = "http://127.0.0.1:8080/",
     broker: BrokerOption = DEFAULT_BROKER,
     ca_file: CaFileOption = None,
     base: BaseOption = DEFAULT_BASE,
@@ -267,9 +273,18 @@ def health(
     """Exit 0 when the service says it is online (its retained availability), else 1.
 
     arbiter: ``<base>/bridge/state``; device: ``<base>/<hand>/availability`` (and, with
-    --require-link, ``reported.link``). Meant for container health checks and monitoring.
+    --require-link, ``reported.link``); web: the page at --url is served (its settings come
+    back). Meant for container health checks and monitoring.
     """
     setup_logging(verbose, service=False)
+    if service is Service.web:
+        from hand_mqtt.clients.web import page_problem
+
+        problem = page_problem(url, timeout)
+        if problem is not None:
+            raise fail(f"web: {problem}")
+        typer.echo("web: serving")
+        return
     with handle_errors():
         layout = topics(base)
         hand_topics = layout.hand(validate_hand_name(hand))
@@ -358,6 +373,10 @@ def retire(
     timeout: Annotated[
         float, typer.Option("--timeout", "-t", help="Seconds to wait for an answer.", min=0.1)
     ] = 5.0,
+    url: Annotated[
+        str,
+        typer.Option("--url", envvar="HAND_MQTT_WEB_URL", help="web: the page's address."),
+    ] = "http://127.0.0.1:8080/",
     broker: BrokerOption = DEFAULT_BROKER,
     ca_file: CaFileOption = None,
     base: BaseOption = DEFAULT_BASE,

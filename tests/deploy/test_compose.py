@@ -8,23 +8,27 @@ tests/deploy/engine/ runs the same file in a real engine.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from selenium.webdriver.common.by import By
 
 from hand_mqtt import PtyHand
 from tests.conftest import need
 from tests.deploy.support import ROOT, ServiceProcess, ShippedMosquitto, service_env
 from tests.support.brokers import free_port, mosquitto_binary
+from tests.web.browser import Page, chromium_available, start_chromium
 
 COMPOSE = ROOT / "compose.yaml"
 DUMMY_SECRETS = {"HAND_ARBITER_PASSWORD": "check", "HAND_DEVICE_PASSWORD": "check"}
@@ -141,7 +145,7 @@ def python_services(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 def test_python_services_run_hand_mqtt_as_their_command() -> None:
     data = compose_file(DUMMY_SECRETS)
     services = python_services(data)
-    assert set(services) == {"arbiter", "device", "hand", "device-simulated"}
+    assert set(services) == {"arbiter", "device", "hand", "device-simulated", "web"}
     for name, svc in services.items():
         assert svc["command"][0] == "hand-mqtt", name
         test = svc.get("healthcheck", {}).get("test")
@@ -316,3 +320,53 @@ def test_services_start_and_report_healthy_with_the_simulated_profile(
     deployment.healthy({"healthcheck": strict}, device_env, 20)
     assert hand.alive()
     assert device.alive()
+
+
+def test_the_web_service_serves_the_page_for_mosquittos_websockets_listener(
+    deployment: Deployment,
+) -> None:
+    """The page from the web service, in Chromium, signs in on the shipped 9001 listener."""
+    data = compose_file(deployment.env({}))
+    svc = python_services(data)["web"]
+    port = str(free_port())
+    ports = {"8080": port, "9001": str(deployment.broker.ws_port)}
+    web, _env = deployment.run("web", svc, ports)
+    check = {
+        **svc["healthcheck"],
+        "test": [deployment.localise(a, ports) for a in svc["healthcheck"]["test"]],
+    }
+    deployment.healthy({"healthcheck": check}, {}, 20)
+    # "0.0.0.0": the browser reaches the broker on the host it loaded the page from.
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/config.json", timeout=10) as answer:
+        assert json.loads(answer.read())["broker"] == f"ws://0.0.0.0:{deployment.broker.ws_port}/"
+    need(chromium_available(), "Debian's chromium and chromium-driver are not installed")
+    driver = start_chromium()
+    try:
+        page = Page(driver, f"http://127.0.0.1:{port}/").open()
+        page.until(lambda: page.driver.find_element(By.ID, "login").is_displayed(), "the form")
+        page.type_into("login-user", "viewer")
+        page.type_into("login-password", deployment.passwords["viewer"])
+        page.driver.find_element(By.ID, "login-submit").click()
+        page.until(lambda: page.mode() == "readonly", "the viewer's read-only page")
+        assert page.status()["broker"] == "connected"
+    finally:
+        driver.quit()
+    assert web.alive()
+    # With nothing at the address, the health check says so and fails.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hand_mqtt",
+            "health",
+            "web",
+            "--url",
+            f"http://127.0.0.1:{free_port()}/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: web: no page at http://127.0.0.1:")

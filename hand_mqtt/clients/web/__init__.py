@@ -6,6 +6,12 @@ MQTT.js, vendored at a pinned version with its licence and the notices of what i
 (``static/vendor/``). See docs/web.md.
 """
 
-from hand_mqtt.clients.web.server import MQTT_JS_SHA256, MQTT_JS_VERSION, WebServer, check_broker_ws
+from hand_mqtt.clients.web.server import (
+    MQTT_JS_SHA256,
+    MQTT_JS_VERSION,
+    WebServer,
+    check_broker_ws,
+    page_problem,
+)
 
-__all__ = ["MQTT_JS_SHA256", "MQTT_JS_VERSION", "WebServer", "check_broker_ws"]
+__all__ = ["MQTT_JS_SHA256", "MQTT_JS_VERSION", "WebServer", "check_broker_ws", "page_problem"]

@@ -12,17 +12,19 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from hand_mqtt.errors import ConfigError, WebStartError
 from hand_mqtt.topics import Topics, validate_hand_name
 
-__all__ = ["MQTT_JS_SHA256", "MQTT_JS_VERSION", "WebServer", "check_broker_ws"]
+__all__ = ["MQTT_JS_SHA256", "MQTT_JS_VERSION", "WebServer", "check_broker_ws", "page_problem"]
 
 logger = logging.getLogger("hand_mqtt")
 
@@ -76,6 +78,28 @@ def check_broker_ws(url: str) -> str:
     except ValueError:
         raise ConfigError(f"bad port in {url!r}") from None
     return url
+
+
+def page_problem(url: str, timeout: float = 5.0) -> str | None:
+    """What is wrong with the page served at ``url`` (http://...), or None when it is served.
+
+    It is served when its settings (``config.json``) come back and name a broker: the health
+    check of ``hand-mqtt health web``.
+    """
+    if urlsplit(url).scheme not in ("http", "https"):
+        return f"{url!r} is not an http:// or https:// address"
+    settings = urljoin(url if url.endswith("/") else url + "/", "config.json")
+    try:
+        with urllib.request.urlopen(settings, timeout=timeout) as answer:  # noqa: S310 - http(s)
+            config = json.loads(answer.read(65536))
+    except urllib.error.HTTPError as exc:
+        return f"{settings} answered {exc.code} {exc.reason}"
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        return f"no page at {url}: {reason}"
+    if not isinstance(config, dict) or not isinstance(config.get("broker"), str):
+        return f"{url} does not serve the hand-mqtt page"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,6 +94,7 @@ class ComposeProject:
         self.passwords: dict[str, str] = {}
         self.mqtt_port = free_port()
         self.ws_port = free_port()
+        self.web_port = free_port()
 
     # -- setting up, as the docs say -----------------------------------------------------
 
@@ -146,7 +147,10 @@ class ComposeProject:
         env = self.folder / ".env"
         assert env.stat().st_mode & 0o077 == 0, ".env must be readable only by its owner"
         with env.open("a") as out:
-            out.write(f"HAND_MQTT_PORT={self.mqtt_port}\nHAND_MQTT_WS_PORT={self.ws_port}\n")
+            out.write(
+                f"HAND_MQTT_PORT={self.mqtt_port}\nHAND_MQTT_WS_PORT={self.ws_port}\n"
+                f"HAND_WEB_PORT={self.web_port}\n"
+            )
 
     # -- compose -------------------------------------------------------------------------
 

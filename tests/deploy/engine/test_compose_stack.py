@@ -16,11 +16,15 @@ import subprocess
 from typing import Any
 
 import pytest
+from selenium.webdriver.common.by import By
 
-from hand_mqtt import BrokerUrl, HandState, MqttClient, MqttError, Reported
+from hand_mqtt import BUILTIN_POSES, BrokerUrl, HandState, MqttClient, MqttError, Reported
+from hand_mqtt.clients.web import page_problem
+from tests.conftest import need
 from tests.deploy.engine.conftest import Stack
 from tests.deploy.support import Watcher
 from tests.support.system import wait_until as eventually
+from tests.web.browser import Page, chromium_available, start_chromium
 
 # The time limit is each test's own: the stack's set-up may first wait its turn for the engine
 # (other runs on the machine) and bounds each of its steps itself.
@@ -246,3 +250,29 @@ def test_the_websockets_listener_serves_users_with_credentials(running: Stack) -
     anonymous = MqttClient(BrokerUrl.parse(running.url(None, scheme="ws")), name="ws-anonymous")
     with pytest.raises(MqttError, match=r"(?i)not authori[sz]ed"):
         anonymous.connect(5)
+
+
+# -- the web page ------------------------------------------------------------------------------
+
+
+def test_the_web_page_drives_the_hand_through_the_published_ports(running: Stack) -> None:
+    """A browser on the host loads the page from the web container and talks to Mosquitto's
+    websockets listener itself, with the operator's account."""
+    url = f"http://127.0.0.1:{running.project.web_port}/"
+    assert page_problem(url) is None
+    need(chromium_available(), "Debian's chromium and chromium-driver are not installed")
+    watcher = running.watch(f"{HAND}/reported")
+    seen = len(reports(watcher))
+    driver = start_chromium()
+    try:
+        page = Page(driver, url).open()
+        page.until(lambda: page.driver.find_element(By.ID, "login").is_displayed(), "the form")
+        page.type_into("login-user", "alice")
+        page.type_into("login-password", running.project.passwords["alice"])
+        page.driver.find_element(By.ID, "login-submit").click()
+        page.wait_ready(WAIT)
+        page.click("okay")
+        hand_reaches(watcher, BUILTIN_POSES["okay"], after=seen)
+        page.wait_reported(BUILTIN_POSES["okay"], WAIT)
+    finally:
+        driver.quit()
