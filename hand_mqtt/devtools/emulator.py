@@ -304,6 +304,13 @@ class EmulatedHand:
         return self._vcd_path
 
     @property
+    def pid(self) -> int:
+        """The runner's process id."""
+        if self._proc is None:
+            raise FirmwareError("the emulated hand is not running")
+        return self._proc.pid
+
+    @property
     def running(self) -> bool:
         """Whether the runner process is alive."""
         return self._proc is not None and self._proc.poll() is None

@@ -345,3 +345,60 @@ def test_up_emulate_firmata_runs_the_whole_system_on_standard_firmata(
     assert code == 0, up.output[-3000:]
     assert "StandardFirmata in the emulator on /dev/pts/" in up.output
     assert "Traceback" not in up.output
+
+
+# -- a board that stops answering, a pin that cannot drive a servo ------------------------------
+
+
+def test_a_board_that_stops_answering_takes_the_link_down_until_it_is_back(
+    firmata_hand: EmulatedHand,
+    url: BrokerUrl,
+    arbiter: Arbiter,
+    plain: PlainClient,
+    topics: Topics,
+) -> None:
+    t = topics.hand("hand1")
+    service = DeviceService(
+        MqttClient(url, name="device"),
+        firmata_hand.path,
+        topics=topics,
+        settings=DeviceSettings(firmata=True),
+    )
+    service.start()
+    try:
+        wait_until(lambda: service.link_up, 20, "the handshake")
+        angles = command(plain, firmata_hand, arbiter, t.pose_set, "phone")
+        runner = firmata_hand.pid
+        # The board hangs: nothing answers the driver's read-back any more.
+        os.kill(runner, signal.SIGSTOP)
+        try:
+            wait_until(lambda: plain.last().get("link") == "down", 20, "reported link down")
+        finally:
+            os.kill(runner, signal.SIGCONT)
+        # The device service opens the port again, which resets the Uno, and drives it back.
+        wait_until(
+            lambda: (
+                plain.last().get("link") == "up"
+                and plain.last().get("version") == arbiter.state("hand1").version
+            ),
+            30,
+            f"the hand back (last reported: {plain.last()})",
+        )
+        wait_pins(firmata_hand, angles)
+    finally:
+        service.stop()
+
+
+def test_a_pin_that_cannot_drive_a_servo_is_named(
+    firmata_hand: EmulatedHand, mosquitto_broker: MosquittoProcess, topics: Topics
+) -> None:
+    device = device_process(firmata_hand.path, mosquitto_broker, topics, "--pins", "1,10,9,6,5")
+    try:
+        device.wait_output(
+            f"pin 1 (index) cannot drive a servo with StandardFirmata.ino on {firmata_hand.path}; "
+            "its servo pins are 2, 3, 4"
+        )
+    finally:
+        code = device.interrupt()
+    assert code == 0, device.output[-3000:]
+    assert "Traceback" not in device.output
