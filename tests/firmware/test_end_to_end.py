@@ -450,9 +450,9 @@ def test_a_board_that_restarts_unannounced_is_driven_again(
         # The restarted board drove no servo through its start-up blink (about 2 s), then the
         # pulses came back.
         def stopped_and_back() -> bool:
-            starts = [p.start_s for p in hand.pulses()["index"] if p.start_s >= mark]
+            starts = [p.start_s for p in hand.pulses()["index"]]
             return any(
-                later - earlier > 1.0 and len(starts) - position >= 3
+                later - earlier > 1.0 and later >= mark and len(starts) - position >= 3
                 for position, (earlier, later) in enumerate(itertools.pairwise(starts), 1)
             )
 
