@@ -25,7 +25,15 @@ from hand_mqtt.hardware.calibration import Calibration, save_finger
 from hand_mqtt.hardware.jog import ServoJog
 from hand_mqtt.model import FINGERS
 
-from .common import VerboseOption, fail, handle_errors, setup_logging
+from .common import (
+    FirmataOption,
+    PinsOption,
+    VerboseOption,
+    fail,
+    handle_errors,
+    parse_pins,
+    setup_logging,
+)
 
 __all__ = ["app"]
 
@@ -127,7 +135,12 @@ def calibrate(
             dir_okay=False,
         ),
     ] = Path("hand.toml"),
-    baudrate: Annotated[int, typer.Option(help="Serial speed.")] = 115200,
+    baudrate: Annotated[
+        int | None,
+        typer.Option(help="Serial speed [default: 115200, with --firmata 57600]."),
+    ] = None,
+    firmata: FirmataOption = False,
+    pins: PinsOption = "11,10,9,6,5",
     verbose: VerboseOption = 0,
 ) -> None:
     """Find a finger's stops by nudging its servo with the keyboard, and save them."""
@@ -149,7 +162,13 @@ def calibrate(
         with (
             _Keys(sys.stdin.fileno()).session() as keys,
             ServoJog(
-                serial, finger, pulse_min_us=pulse[0], pulse_max_us=pulse[1], baudrate=baudrate
+                serial,
+                finger,
+                pulse_min_us=pulse[0],
+                pulse_max_us=pulse[1],
+                baudrate=baudrate,
+                firmata=firmata,
+                pins=parse_pins(pins),
             ) as jog,
         ):
             try:

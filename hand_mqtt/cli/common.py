@@ -14,6 +14,7 @@ from typing import Annotated, TypeVar
 import typer
 
 from hand_mqtt.errors import ConfigError, HandMqttError
+from hand_mqtt.model import DEFAULT_PINS, FINGERS
 from hand_mqtt.mqtt import DEFAULT_BROKER, BrokerUrl
 from hand_mqtt.topics import Topics
 
@@ -46,6 +47,45 @@ TimeoutOption = Annotated[
     float, typer.Option("--timeout", "-t", help="Seconds to wait for an answer.", min=0.1)
 ]
 
+FirmataOption = Annotated[
+    bool,
+    typer.Option(
+        "--firmata",
+        envvar="HAND_MQTT_FIRMATA",
+        help="The board runs StandardFirmata (57600 baud) instead of the bundled firmware.",
+    ),
+]
+PinsOption = Annotated[
+    str,
+    typer.Option(
+        "--pins",
+        envvar="HAND_MQTT_PINS",
+        help="With --firmata: the board's pin for each finger, index to thumb.",
+    ),
+]
+RelaxOnExitOption = Annotated[
+    bool,
+    typer.Option(
+        "--relax-on-exit",
+        help="Relax every finger when the device service stops cleanly.",
+    ),
+]
+
+
+def parse_pins(text: str) -> tuple[int, ...]:
+    """``"11,10,9,6,5"`` as five different pin numbers (ConfigError otherwise)."""
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) != len(FINGERS) or not all(part.isdigit() for part in parts):
+        raise ConfigError(
+            f"--pins takes {len(FINGERS)} pin numbers, {', '.join(FINGERS)}, like "
+            f"{','.join(map(str, DEFAULT_PINS))}; not {text[:40]!r}"
+        )
+    pins = tuple(int(part) for part in parts)
+    if len(set(pins)) != len(pins):
+        raise ConfigError(f"--pins names a pin twice: {text[:40]}")
+    return pins
+
+
 DEFAULT_BASE = "hand"
 DEFAULT_HAND = "hand1"
 __all__ = [
@@ -56,6 +96,7 @@ __all__ = [
     "cell",
     "fail",
     "handle_errors",
+    "parse_pins",
     "setup_logging",
     "topics",
 ]

@@ -16,7 +16,7 @@ from hand_mqtt.clients.homeassistant import DEFAULT_PREFIX, Discovery
 from hand_mqtt.errors import ConfigError
 from hand_mqtt.hardware.calibration import Calibration
 from hand_mqtt.hardware.protocol import DeviceConfig, FailsafeAction
-from hand_mqtt.model import DEFAULT_PINS, FINGERS, PoseBook
+from hand_mqtt.model import FINGERS, PoseBook
 from hand_mqtt.mqtt import BrokerUrl, MqttClient
 from hand_mqtt.services.arbiter import Arbiter
 from hand_mqtt.services.device import DeviceService, DeviceSettings
@@ -31,11 +31,15 @@ from .common import (
     BaseOption,
     BrokerOption,
     CaFileOption,
+    FirmataOption,
     HandOption,
+    PinsOption,
+    RelaxOnExitOption,
     VerboseOption,
     broker_url,
     cell,
     handle_errors,
+    parse_pins,
     setup_logging,
     topics,
 )
@@ -110,45 +114,6 @@ FailsafeOption = Annotated[
     typer.Option("--failsafe", help="What the failsafe does: hold, or move to --safe-pose."),
 ]
 SafePoseOption = Annotated[str, typer.Option("--safe-pose", help="Pose for --failsafe pose.")]
-FirmataOption = Annotated[
-    bool,
-    typer.Option(
-        "--firmata",
-        envvar="HAND_MQTT_FIRMATA",
-        help="The board runs StandardFirmata (57600 baud) instead of the bundled firmware.",
-    ),
-]
-PinsOption = Annotated[
-    str,
-    typer.Option(
-        "--pins",
-        envvar="HAND_MQTT_PINS",
-        help="With --firmata: the board's pin for each finger, index to thumb.",
-    ),
-]
-RelaxOnExitOption = Annotated[
-    bool,
-    typer.Option(
-        "--relax-on-exit",
-        help="Relax every finger when the device service stops cleanly.",
-    ),
-]
-
-
-def parse_pins(text: str) -> tuple[int, ...]:
-    """``"11,10,9,6,5"`` as five different pin numbers (ConfigError otherwise)."""
-    parts = [part.strip() for part in text.split(",")]
-    if len(parts) != len(FINGERS) or not all(part.isdigit() for part in parts):
-        raise ConfigError(
-            f"--pins takes {len(FINGERS)} pin numbers, {', '.join(FINGERS)}, like "
-            f"{','.join(map(str, DEFAULT_PINS))}; not {text[:40]!r}"
-        )
-    pins = tuple(int(part) for part in parts)
-    if len(set(pins)) != len(pins):
-        raise ConfigError(f"--pins names a pin twice: {text[:40]}")
-    return pins
-
-
 SpeedOption = Annotated[
     int,
     typer.Option(

@@ -1,7 +1,8 @@
-"""Move one finger's servo by servo degrees, straight through the bundled firmware.
+"""Move one finger's servo by servo degrees, straight through the firmware's hand driver.
 
 :class:`ServoJog` is what ``hand-mqtt calibrate`` stands on: it opens the serial port itself
-(exclusively: the device service must not be running), shakes hands with the firmware, and
+(exclusively: the device service must not be running), shakes hands with the firmware (the
+bundled one, or StandardFirmata with ``firmata``), and
 drives only the finger being calibrated, by servo degrees with that finger's pulse range, so
 the servo can be brought to the finger's real stops whatever the calibration says now. The
 other fingers stay limp. Everything happens on the caller's thread; every wait is bounded.
@@ -12,17 +13,18 @@ from __future__ import annotations
 import contextlib
 import select
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Final, Self
 
 from hand_mqtt.errors import LinkError
 from hand_mqtt.hardware import protocol
 from hand_mqtt.hardware.calibration import Calibration, FingerCalibration
-from hand_mqtt.hardware.driver import Confirmed, Target
+from hand_mqtt.hardware.driver import Confirmed, HandDriver, Target
+from hand_mqtt.hardware.firmata import FIRMATA_BAUDRATE, FirmataDriver
 from hand_mqtt.hardware.framed import FramedDriver
 from hand_mqtt.hardware.link import DEFAULT_BAUDRATE, SerialLink
-from hand_mqtt.model import FINGERS
+from hand_mqtt.model import DEFAULT_PINS, FINGERS
 
 __all__ = ["ServoJog"]
 
@@ -40,20 +42,31 @@ class ServoJog:
         *,
         pulse_min_us: int = 544,
         pulse_max_us: int = 2400,
-        baudrate: int = DEFAULT_BAUDRATE,
+        baudrate: int | None = None,
         hello_timeout: float = 6.0,
+        firmata: bool = False,
+        pins: Sequence[int] = DEFAULT_PINS,
     ) -> None:
         self.finger = FINGERS.index(finger)
         # Identity from logical to servo degrees: the angles sent are servo degrees.
         calibration = Calibration(
             {finger: FingerCalibration(0, _SERVO_RANGE, pulse_min_us, pulse_max_us)}
         )
-        self.driver = FramedDriver(
-            SerialLink(url, baudrate=baudrate),
-            config=protocol.DeviceConfig(failsafe_timeout_ms=0),  # no failsafe while jogging
-            calibration=calibration,
-            hello_timeout=hello_timeout,
-        )
+        self.driver: HandDriver
+        if firmata:
+            self.driver = FirmataDriver(
+                SerialLink(url, baudrate=baudrate or FIRMATA_BAUDRATE),
+                pins=pins,
+                servos=[calibration[name] for name in FINGERS],
+                hello_timeout=hello_timeout,
+            )
+        else:
+            self.driver = FramedDriver(
+                SerialLink(url, baudrate=baudrate or DEFAULT_BAUDRATE),
+                config=protocol.DeviceConfig(failsafe_timeout_ms=0),  # no failsafe while jogging
+                calibration=calibration,
+                hello_timeout=hello_timeout,
+            )
         self.degrees: int | None = None
         """Where the servo was last confirmed, in servo degrees."""
 

@@ -27,6 +27,7 @@ import pytest
 from hand_mqtt import Arbiter, BrokerUrl, DeviceService, DeviceSettings, MqttClient, Topics
 from hand_mqtt.devtools.emulator import EmulatedHand
 from hand_mqtt.devtools.firmware import BuildResult
+from hand_mqtt.hardware.calibration import Calibration
 from tests.conftest import need
 from tests.firmware.test_end_to_end import (
     FINGERS,
@@ -34,6 +35,7 @@ from tests.firmware.test_end_to_end import (
     command,
     wait_pins,
 )
+from tests.integration.test_calibrate import Terminal
 from tests.support.brokers import MosquittoProcess, free_port, wait_for_port
 from tests.support.system import wait_until
 
@@ -402,3 +404,63 @@ def test_a_pin_that_cannot_drive_a_servo_is_named(
         code = device.interrupt()
     assert code == 0, device.output[-3000:]
     assert "Traceback" not in device.output
+
+
+# -- hand-mqtt calibrate --firmata -------------------------------------------------------------
+
+
+def test_calibrate_finds_a_fingers_stops_on_standard_firmata(
+    firmata_hand: EmulatedHand, tmp_path: Path
+) -> None:
+    path = tmp_path / "hand.toml"
+    path.write_text("[fingers.ring]\npulse_min_us = 500\npulse_max_us = 2500\n")
+    term = Terminal(
+        [
+            "calibrate",
+            "ring",
+            "--serial",
+            firmata_hand.path,
+            "--firmata",
+            "--calibration",
+            "hand.toml",
+        ],
+        tmp_path,
+    )
+    try:
+
+        def ring_at(degrees: int) -> None:
+            # Only the ring is driven, by servo degrees, with the file's pulse range.
+            width = 500 + 2000 * degrees / 180
+            wait_until(
+                lambda: (
+                    [round(q.width_us) for q in firmata_hand.pulses()["ring"][-3:]]
+                    in ([round(width)] * 3, [round(width) - 1] * 3, [round(width) + 1] * 3)
+                ),
+                10,
+                f"the ring at {degrees} degrees ({width:.0f} us)",
+            )
+
+        term.expect("1/2 Move the ring to where it is fully contracted", timeout=30)
+        term.expect("servo  90 degrees")
+        ring_at(90)
+        for key in ("[", "[", "-"):
+            term.press(key)
+        term.expect("servo  69 degrees")
+        ring_at(69)
+        term.press("\r")
+        term.expect("2/2 Move the ring to where it is fully extended")
+        term.press("]")
+        term.expect("servo 100 degrees")
+        ring_at(100)
+        term.press("\r")
+        term.expect("saved [fingers.ring] servo_min = 69, servo_max = 100")
+        assert term.wait() == 0, term.output
+        mark = firmata_hand.trace_time() + 0.02
+        assert no_pulse_after(firmata_hand, mark) == dict.fromkeys(FINGERS, 0)
+    finally:
+        term.close()
+    assert "Traceback" not in term.output
+    saved = Calibration.from_file(path)["ring"]
+    assert (saved.servo_min, saved.servo_max, saved.pulse_min_us, saved.pulse_max_us) == (
+        69, 100, 500, 2500,
+    )  # fmt: skip

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from hand_mqtt import ConfigError, DeviceSettings
 from hand_mqtt.cli import app
-from hand_mqtt.cli.services import parse_pins
+from hand_mqtt.cli.common import parse_pins
+from hand_mqtt.hardware.calibration import Calibration
 from hand_mqtt.hardware.firmata import FIRMATA_BAUDRATE, FirmataDriver
 from hand_mqtt.hardware.framed import FramedDriver
 from hand_mqtt.hardware.link import DEFAULT_BAUDRATE
@@ -92,3 +93,21 @@ def test_a_driver_refuses_pins_it_cannot_address() -> None:
         hand_driver("loop://", DeviceSettings(firmata=True, pins=(11, 10, 9, 6, 128)))
     with pytest.raises(ConfigError, match="5 different pins"):
         hand_driver("loop://", DeviceSettings(firmata=True, pins=(11, 10, 9, 6, 6)))
+
+
+def test_a_calibration_standard_firmata_cannot_take_is_refused_before_the_port_opens(
+    tmp_path: Path,
+) -> None:
+    bad = tmp_path / "hand.toml"
+    bad.write_text("[fingers.pinky]\npulse_min_us = 1100\n")
+    result = CliRunner().invoke(
+        app, ["device", "--serial", "/dev/null", "--firmata", "--calibration", str(bad)]
+    )
+    assert result.exit_code == 1
+    assert (
+        "pinky: StandardFirmata drives a servo from a pulse of at most 1056 µs at 0 degrees to "
+        "one of at least 1892 µs at 180 degrees, not 1100-2400 µs"
+    ) in result.output
+    # The bundled firmware takes it.
+    framed = hand_driver("loop://", DeviceSettings(calibration=Calibration.from_file(bad)))
+    assert isinstance(framed, FramedDriver)
