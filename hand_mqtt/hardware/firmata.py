@@ -166,7 +166,6 @@ class FirmataDriver(HandDriver):
         self._resend_delay = resend_initial
         self._last_heard = 0.0
         self._next_check = math.inf
-        self._said_no_failsafe = False
         self.batches_sent = 0
         """Batches of writes sent, read-back checks not counted."""
         self.restarts = 0
@@ -227,13 +226,6 @@ class FirmataDriver(HandDriver):
             self.url,
             ", ".join(map(str, self.pins)),
         )
-        if not self._said_no_failsafe:
-            logger.warning(
-                "device: %s has no failsafe: if this service stops or the link breaks, the "
-                "servos keep their last pulses (--relax-on-exit relaxes them on a clean stop)",
-                firmware.name,
-            )
-            self._said_no_failsafe = True
         now = time.monotonic()
         self._update_confirmed()
         self._next_check = now + self.check_every

@@ -179,6 +179,7 @@ class DeviceLink:
         self._handed: _Shape | None = None
         self._said_unsupported = False
         self._said_untimed = False
+        self._said_no_failsafe = False
         self._version: int | None = None
         self._seen: (
             tuple[Confirmed, HandInfo | None, HandState | None, bool, frozenset[int]] | None
@@ -251,7 +252,15 @@ class DeviceLink:
                 self._mail.drain()
                 if republish:
                     self._publish(self._reported)
-                driver.handshake()
+                info = driver.handshake()
+                if not info.failsafe and not self._said_no_failsafe:
+                    logger.warning(
+                        "device: %s has no failsafe: if this service stops or the link breaks, "
+                        "the servos keep their last pulses (--relax-on-exit relaxes them on a "
+                        "clean stop)",
+                        info.firmware.name,
+                    )
+                    self._said_no_failsafe = True
                 self._up = True
                 backoff = self.backoff_initial
                 self._refresh()
