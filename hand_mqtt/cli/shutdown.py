@@ -52,8 +52,10 @@ class StopSignals:
             finally:
                 service.stop()
 
-    A signal during start-up is remembered: :meth:`wait` then returns at once. Outside the main
-    thread (where Python cannot take signals) it only waits for ``tick``.
+    A signal during start-up is remembered: :meth:`wait` then returns at once. After a stop
+    that a signal asked for, SIGINT and SIGTERM stay ignored for the rest of the process's life
+    (its exit). Outside the main thread (where Python cannot take signals) it only waits for
+    ``tick``.
     """
 
     def __init__(self, *, grace: float = GRACE_S, deadline: float = DEADLINE_S) -> None:
@@ -91,8 +93,11 @@ class StopSignals:
     ) -> None:
         if self._pipe is None:
             return
-        for sig, handler in self._previous_handlers.items():
-            signal.signal(sig, handler)  # type: ignore[arg-type]
+        if not self.requested.is_set():
+            for sig, handler in self._previous_handlers.items():
+                signal.signal(sig, handler)  # type: ignore[arg-type]
+        # else: the process is on its way out after a signal; later ones (the rest of a burst)
+        # are repeats, and stay ignored rather than kill it in the middle of its exit.
         signal.set_wakeup_fd(self._previous_fd)
         self._closing = True
         read_fd, write_fd = self._pipe
