@@ -4,6 +4,12 @@ Every service holds one :class:`MqttClient`. Handlers run on the client's networ
 handler that publishes does so without a thread hop. Subscriptions are remembered and made again
 on every (re)connect, and ``on_connect`` hooks run after that, so a service re-publishes its
 retained topics whenever the broker comes back.
+
+"Have my retained topics arrived?" is answered in one place, :meth:`MqttClient.when_synced` (and
+its blocking form :meth:`MqttClient.wait_synced`): a message to one's own sync topic comes back
+after the retained messages of the subscriptions made before it on Mosquitto and amqtt, and a
+short grace covers brokers that give no such order (a cluster reading retained messages from a
+shared store).
 """
 
 from __future__ import annotations
@@ -25,13 +31,23 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from hand_mqtt.errors import ConfigError, MqttError
 
-__all__ = ["DEFAULT_BROKER", "BrokerUrl", "Message", "MqttClient", "Will", "redact_url"]
+__all__ = [
+    "DEFAULT_BROKER",
+    "SYNC_GRACE_S",
+    "BrokerUrl",
+    "Message",
+    "MqttClient",
+    "Will",
+    "redact_url",
+]
 
 logger = logging.getLogger("hand_mqtt")
 
 DEFAULT_BROKER: Final = "mqtt://127.0.0.1:1883"
 STABLE_CONNECTION_S: Final = 30.0
 """A connection that lasted this long resets the reconnect delay to its shortest."""
+SYNC_GRACE_S: Final = 0.25
+"""How long after our own sync message a retained message may still come (see ``when_synced``)."""
 _DEFAULT_PORTS: Final = {
     "mqtt": 1883,
     "tcp": 1883,
@@ -259,9 +275,12 @@ class MqttClient:
         keepalive: int = 30,
         name: str = "client",
         max_inflight: int = 1000,
+        sync_grace: float = SYNC_GRACE_S,
     ) -> None:
         self.url = url
         self.name = name
+        self.sync_grace = sync_grace
+        """Seconds :meth:`when_synced` waits after the echo; 0 for a broker known to keep order."""
         # 128 random bits: a client id is a capability (MQTT gives it to the newest connection
         # that claims it), so it is never guessable and never published.
         self.client_id = client_id or f"hand-mqtt-{name}-{uuid.uuid4().hex}"
@@ -303,6 +322,10 @@ class MqttClient:
         self._lock = threading.Lock()
         self._started = False
         self._network_thread: int | None = None
+        self._sync_serial = 0
+        self._sync_requests: dict[bytes, Hook] = {}
+        self._sync_timers: set[threading.Timer] = set()
+        self._sync_waiters: list[Callable[[], None]] = []
         self._paho.on_connect = self._on_connect
         self._paho.on_disconnect = self._on_disconnect
         self._paho.on_subscribe = self._on_subscribe
@@ -347,6 +370,73 @@ class MqttClient:
         """Run ``hook`` on the network thread when the connection is lost."""
         self._disconnect_hooks.append(hook)
 
+    # -- knowing the retained messages have arrived ------------------------------------------
+
+    def when_synced(self, sync_topic: str, callback: Hook) -> None:
+        """Call ``callback`` on the network thread once our retained messages have arrived.
+
+        That is: the retained messages of every subscription made before this call. A marker
+        published to ``sync_topic`` (this client's own echo topic, ``Topics.sync(client_id)``)
+        comes back after them on a broker that keeps order; :attr:`sync_grace` seconds later a
+        second marker comes back, and then ``callback`` runs. Call it while connected (after
+        :meth:`connect`, or from an :meth:`on_connect` hook); a request whose echo is lost with
+        the connection is dropped, so a service asks again from its ``on_connect`` hook.
+        """
+        with self._lock:
+            self._sync_serial += 1
+            marker = f"sync {self._sync_serial}".encode()
+            self._sync_requests[marker] = callback
+            subscribed = sync_topic in self._subscriptions
+        if not subscribed:
+            wait = None if threading.get_ident() == self._network_thread else 5.0
+            self.subscribe(sync_topic, self._on_sync_echo, wait=wait)
+        self.publish(sync_topic, marker, qos=1)
+
+    def wait_synced(
+        self, sync_topic: str, timeout: float, *, have_all: Callable[[], bool] | None = None
+    ) -> bool:
+        """Block until :meth:`when_synced` calls back, or ``have_all()`` is true; False on timeout.
+
+        ``have_all`` (called on the network thread after every message) says whether every
+        retained topic the caller needs has arrived: then there is nothing left to wait for.
+        """
+        done = threading.Event()
+
+        def check() -> None:
+            if have_all is not None and have_all():
+                done.set()
+
+        self._sync_waiters.append(check)
+        try:
+            self.when_synced(sync_topic, done.set)
+            check()
+            return done.wait(timeout)
+        finally:
+            self._sync_waiters.remove(check)
+
+    def _on_sync_echo(self, message: Message) -> None:
+        with self._lock:
+            callback = self._sync_requests.pop(message.payload, None)
+        if callback is None:
+            return
+        if message.payload.startswith(b"sync ") and self.sync_grace > 0:
+            grace_marker = b"grace" + message.payload[len(b"sync") :]
+            with self._lock:
+                self._sync_requests[grace_marker] = callback
+            timer = threading.Timer(
+                self.sync_grace, self._send_grace_marker, (message.topic, grace_marker)
+            )
+            timer.daemon = True
+            self._sync_timers.add(timer)
+            timer.start()
+            return
+        callback()
+
+    def _send_grace_marker(self, topic: str, marker: bytes) -> None:
+        self._sync_timers.discard(cast(threading.Timer, threading.current_thread()))
+        with contextlib.suppress(MqttError):
+            self.publish(topic, marker, qos=1)
+
     # -- life cycle ----------------------------------------------------------------------
 
     def start(self) -> None:
@@ -381,6 +471,8 @@ class MqttClient:
         if not self._started:
             return
         self._started = False
+        for timer in list(self._sync_timers):
+            timer.cancel()
         deadline = time.monotonic() + timeout
         if self._connected.is_set():
             done = threading.Event()
@@ -518,6 +610,9 @@ class MqttClient:
             handler(Message(topic, bytes(message.payload), bool(message.retain), message.qos))
         except Exception:
             logger.exception("%s: handler for %s failed; carrying on", self.name, topic)
+        if self._sync_waiters:
+            for check in list(self._sync_waiters):
+                check()
 
     def _run_hook(self, hook: Hook) -> None:
         try:

@@ -12,6 +12,8 @@ from hand_mqtt.model import FINGERS
 __all__ = [
     "BRIDGE",
     "DISCOVERY_PREFIX",
+    "OFFLINE",
+    "ONLINE",
     "CommandTopic",
     "HandTopics",
     "Topics",
@@ -21,6 +23,10 @@ __all__ = [
 BRIDGE: Final = "bridge"
 DISCOVERY_PREFIX: Final = "homeassistant"
 """Home Assistant's MQTT discovery prefix, unless configured otherwise."""
+ONLINE: Final = b"online"
+"""``bridge/state`` and a hand's ``availability`` while the service runs."""
+OFFLINE: Final = b"offline"
+"""Their payload once it stopped (its will, when it vanished)."""
 _SEGMENT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _FINGER_SET = frozenset(FINGERS)
 

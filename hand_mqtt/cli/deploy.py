@@ -37,7 +37,7 @@ from hand_mqtt.accounts import (
 from hand_mqtt.errors import ConfigError
 from hand_mqtt.model import BridgeResponse, Reported
 from hand_mqtt.mqtt import BrokerUrl, Message, MqttClient
-from hand_mqtt.topics import DISCOVERY_PREFIX, Topics, validate_hand_name
+from hand_mqtt.topics import DISCOVERY_PREFIX, ONLINE, Topics, validate_hand_name
 
 from .common import (
     DEFAULT_BASE,
@@ -291,33 +291,23 @@ def health(
         client = MqttClient(broker_url(broker, ca_file), name="health")
     watched = layout.bridge_state if service is Service.arbiter else hand_topics.availability
     seen: dict[str, bytes] = {}
-    changed = threading.Condition()
 
     def keep(message: Message) -> None:
-        with changed:
-            seen[message.topic] = message.payload
-            changed.notify_all()
+        seen[message.topic] = message.payload
 
-    sync_topic = layout.sync(client.client_id)
     client.subscribe(watched, keep)
     if service is Service.device and require_link:
         client.subscribe(hand_topics.reported, keep)
-    client.subscribe(sync_topic, keep)
-    client.on_connect(lambda: client.publish(sync_topic, b"sync", qos=1))
     wanted = [watched, hand_topics.reported] if require_link else [watched]
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
     try:
         with handle_errors():
             client.connect(timeout)
-        with changed:
-            while not all(topic in seen for topic in wanted):
-                now = time.monotonic()
-                if sync_topic in seen:
-                    # Our echo came back, so the retained messages are here or very close.
-                    deadline = min(deadline, now + 0.5)
-                if now >= deadline:
-                    break
-                changed.wait(min(0.1, deadline - now))
+        client.wait_synced(
+            layout.sync(client.client_id),
+            max(0.1, timeout - (time.monotonic() - started)),
+            have_all=lambda: all(topic in seen for topic in wanted),
+        )
     finally:
         client.stop()
     problem = _problem(service, seen.get(watched), seen.get(hand_topics.reported), require_link)
@@ -409,7 +399,7 @@ def _problem(
 ) -> str | None:
     if availability is None:
         return f"{service.value}: no availability published yet (never started?)"
-    if availability != b"online":
+    if availability != ONLINE:
         return f"{service.value}: {availability.decode('utf-8', 'replace')[:40]}"
     if service is Service.device and require_link:
         try:

@@ -147,7 +147,6 @@ class ClientCore:
         self._gestures: dict[str, Gesture] = {}
         self._listeners: list[Listener] = []
         self._close_hooks: list[Callable[[], None]] = []
-        self._synced = threading.Event()
         self._closed = False
         self._started = False
 
@@ -167,7 +166,11 @@ class ClientCore:
             self._subscribe()
             self._started = True
         self.mqtt.connect(timeout)
-        if not self._synced.wait(max(0.0, deadline - time.monotonic())):
+        if not self.mqtt.wait_synced(
+            self.topics.sync(self.mqtt.client_id),
+            max(0.0, deadline - time.monotonic()),
+            have_all=self._have_all,
+        ):
             self.mqtt.stop()
             raise NoAnswerError(
                 f"connected to {self.url}, but the broker did not send back the retained "
@@ -213,10 +216,11 @@ class ClientCore:
         self.mqtt.subscribe(self.topics.bridge_state, self._on_bridge)
         self.mqtt.subscribe(self.topics.bridge_poses, self._on_poses)
         self.mqtt.subscribe(self.topics.bridge_gestures, self._on_gestures)
-        # Our own message comes back after the retained ones: then the snapshot is complete.
-        sync_topic = self.topics.sync(self.mqtt.client_id)
-        self.mqtt.subscribe(sync_topic, lambda _m: self._synced.set())
-        self.mqtt.on_connect(lambda: self.mqtt.publish(sync_topic, b"sync", qos=1))
+
+    def _have_all(self) -> bool:
+        """Whether every retained topic has arrived: then connecting need not wait longer."""
+        known = (self._desired, self._reported, self._device, self._arbiter)
+        return None not in known and bool(self._poses) and bool(self._gestures)
 
     # -- reading ---------------------------------------------------------------------------
 

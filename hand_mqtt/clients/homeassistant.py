@@ -35,15 +35,15 @@ from typing import Any, Final
 from hand_mqtt import __version__
 from hand_mqtt.model import FINGERS, PoseBook
 from hand_mqtt.mqtt import Message, MqttClient
-from hand_mqtt.topics import DISCOVERY_PREFIX, HandTopics, Topics
+from hand_mqtt.topics import DISCOVERY_PREFIX, OFFLINE, ONLINE, HandTopics, Topics
 
 __all__ = ["DEFAULT_PREFIX", "Discovery", "discovery_configs", "object_id", "select_options"]
 
 logger = logging.getLogger("hand_mqtt")
 
 DEFAULT_PREFIX: Final = DISCOVERY_PREFIX
-ONLINE: Final = "online"
-OFFLINE: Final = "offline"
+HA_BIRTH: Final = b"online"
+"""What Home Assistant itself publishes on ``<prefix>/status`` when it starts."""
 
 LINK_TEMPLATE: Final = "{{ 'online' if value_json.link == 'up' else 'offline' }}"
 POSE_TEMPLATE: Final = (
@@ -69,8 +69,8 @@ BUTTONS: Final = (
 def _arbiter_availability(topics: Topics) -> dict[str, str]:
     return {
         "topic": topics.bridge_state,
-        "payload_available": ONLINE,
-        "payload_not_available": OFFLINE,
+        "payload_available": ONLINE.decode(),
+        "payload_not_available": OFFLINE.decode(),
     }
 
 
@@ -79,14 +79,14 @@ def _availability(topics: Topics, hand: HandTopics) -> list[dict[str, str]]:
         _arbiter_availability(topics),
         {
             "topic": hand.availability,
-            "payload_available": ONLINE,
-            "payload_not_available": OFFLINE,
+            "payload_available": ONLINE.decode(),
+            "payload_not_available": OFFLINE.decode(),
         },
         {
             "topic": hand.reported,
             "value_template": LINK_TEMPLATE,
-            "payload_available": ONLINE,
-            "payload_not_available": OFFLINE,
+            "payload_available": ONLINE.decode(),
+            "payload_not_available": OFFLINE.decode(),
         },
     ]
 
@@ -280,6 +280,6 @@ class Discovery:
             self.publish()
 
     def _on_status(self, message: Message) -> None:
-        if message.payload.strip() == ONLINE.encode() and self._started:
+        if message.payload.strip() == HA_BIRTH and self._started:
             logger.info("homeassistant: Home Assistant is online; announcing again")
             self.publish()

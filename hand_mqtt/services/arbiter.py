@@ -3,8 +3,17 @@
 It takes commands from any client, applies them in arrival order against the current state,
 and publishes the result as retained topics: a JSON ``state`` with a version that grows by one
 for every accepted command, and one plain angle per finger. A rejected command is answered on
-the hand's ``error`` topic. On its first connection it restores each hand from the retained
-``state`` (an open hand when there is none), a locked hand (the emergency stop) included.
+the hand's ``error`` topic.
+
+Restore before serve: on start it reads each hand's retained ``state`` (and its own state file,
+when it keeps one) and continues from the newer, a locked hand (the emergency stop) included. A
+hand is served once its retained state has arrived, or, when it has none, once the broker has
+delivered every retained message (:meth:`MqttClient.when_synced`: its own echo plus a short
+grace, because some brokers deliver retained messages after the echo); the hand then starts
+from the state file, or open at version 0. Commands that come earlier are held and applied in
+arrival order as soon as their hand is served. A retained state that cannot be read is never
+replaced by a guess: without a state file to fall back on, the hand is not served (its commands
+are answered on ``error``) until a readable state or an empty retained message replaces it.
 
 Gestures are played here too, by the one writer: a :class:`GesturePlayer` keeps time on its own
 thread and calls back for each step, which is applied and published like a command's result.
@@ -42,14 +51,12 @@ from hand_mqtt.mqtt import Message, MqttClient, Will
 from hand_mqtt.services.journal import StateJournal
 from hand_mqtt.services.player import GesturePlayer, Playing
 from hand_mqtt.services.requests import REQUESTS, parse_request
-from hand_mqtt.topics import BRIDGE, CommandTopic, HandTopics, Topics
+from hand_mqtt.topics import BRIDGE, OFFLINE, ONLINE, CommandTopic, HandTopics, Topics
 
 __all__ = ["Arbiter"]
 
 logger = logging.getLogger("hand_mqtt")
 
-ONLINE: Final = b"online"
-OFFLINE: Final = b"offline"
 _LOCKED: Final = (
     'the hand is locked (emergency stop) and refuses to move; send {"lock": false} to unlock it'
 )
@@ -103,6 +110,8 @@ class Arbiter:
 
     With a ``journal`` every new state is written to it before it is published, and read back
     on start, so a crash of the broker together with the arbiter loses no accepted command.
+    At most ``max_held`` commands wait for their hand's state to be restored; more are answered
+    on ``error``.
     """
 
     def __init__(
@@ -114,6 +123,7 @@ class Arbiter:
         poses: PoseBook | None = None,
         max_hands: int = 1000,
         journal: StateJournal | None = None,
+        max_held: int = 1000,
     ) -> None:
         self.client = client
         self.journal = journal
@@ -123,10 +133,18 @@ class Arbiter:
         self.topics = topics or Topics()
         self.poses = poses or PoseBook()
         self.max_hands = max_hands
+        self.max_held = max_held
         self._fixed = None if hands is None else {h: self.topics.hand(h) for h in hands}
         self._states: dict[str, HandState] = {}
         self._hand_topics: dict[str, HandTopics] = dict(self._fixed or {})
-        self._restoring = True
+        self._synced = False
+        """Every retained state the broker had for us has arrived (or never will)."""
+        self._ready: set[str] = set()
+        """Hands served before that (their retained state came), in arrival order of commands."""
+        self._held: dict[str, list[Message]] = {}
+        self._held_count = 0
+        self._unreadable: dict[str, bytes] = {}
+        """Hands whose retained state cannot be read, with that payload: not served."""
         self._restored = threading.Event()
         self._sync_topic = self.topics.sync(client.client_id)
         self.accepted = 0
@@ -143,15 +161,13 @@ class Arbiter:
         if self.journal is not None:
             for hand, state in self.journal.load().items():
                 if self._fixed is None or hand in self._fixed:
-                    self._restore(hand, state)
+                    self._states[hand] = self._fresh(state)
+        for topic_filter in self._state_filters():
+            self.client.subscribe(topic_filter, self._on_retained_state)
         if self._fixed is None:
-            self.client.subscribe(f"{self.topics.base}/+/state", self._on_retained_state)
             filters: Sequence[str] = self.topics.all_command_filters
         else:
-            for hand_topics in self._fixed.values():
-                self.client.subscribe(hand_topics.state, self._on_retained_state)
             filters = [f for t in self._fixed.values() for f in t.command_filters]
-        self.client.subscribe(self._sync_topic, self._on_sync)
         self.client.subscribe(self.topics.bridge_request("+"), self._on_request)
         for topic_filter in filters:
             self.client.subscribe(topic_filter, self._on_command)
@@ -159,7 +175,7 @@ class Arbiter:
         self.client.start()
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
-        """Block until state has been restored and commands are being served."""
+        """Block until every hand's state has been restored and commands are being served."""
         return self._restored.wait(timeout)
 
     def stop(self) -> None:
@@ -176,7 +192,7 @@ class Arbiter:
 
     def state(self, hand: str) -> HandState:
         """The current desired state of ``hand`` (open when never commanded)."""
-        return self._states.get(hand) or HandState(pose=self.poses.name_of(HandState().angles))
+        return self._states.get(hand) or self._open()
 
     @property
     def hands(self) -> list[str]:
@@ -191,60 +207,64 @@ class Arbiter:
         self.client.publish(self.topics.bridge_poses, json.dumps(poses), retain=True)
         gestures = {name: gesture.to_dict() for name, gesture in self.poses.gestures.items()}
         self.client.publish(self.topics.bridge_gestures, json.dumps(gestures), retain=True)
-        if self._restoring:
-            # Our own message comes back after the retained states the broker had queued.
-            self.client.publish(self._sync_topic, b"sync", qos=1)
-            return
+        if not self._synced:
+            self.client.when_synced(self._sync_topic, self._on_synced)
         for hand in list(self._states):
-            self._publish_state(hand, previous=None)
+            if self._serving(hand):
+                self._publish_state(hand, previous=None)
 
     @_serialised
-    def _on_sync(self, _message: Message) -> None:
-        if not self._restoring:
+    def _on_synced(self) -> None:
+        """Every retained state has arrived: the hands still waiting start from what is known."""
+        if self._synced:
             return
-        self._restoring = False
-        for topic_filter in (
-            [f"{self.topics.base}/+/state"]
-            if self._fixed is None
-            else [t.state for t in self._fixed.values()]
-        ):
-            self.client.unsubscribe(topic_filter)
-        self.client.unsubscribe(self._sync_topic)
-        for hand in self._fixed or {}:
-            if hand not in self._states:
-                self._states[hand] = self.state(hand)
-        for hand in list(self._states):
-            if self.journal is not None:
-                self.journal.record(hand, self._states[hand])
-            self._publish_state(hand, previous=None)
+        self._synced = True
+        waiting = {*(self._fixed or self._held), *self._states}
+        for hand in sorted(waiting - self._ready - set(self._unreadable)):
+            self._serve(hand, self._states.get(hand) or self._open())
+        # Only hands whose state is unreadable still listen to it, for its replacement.
+        still = {self.topics.hand(hand).state for hand in self._unreadable}
+        filters = self._state_filters()
+        for topic_filter in filters:
+            if topic_filter not in still:
+                self.client.unsubscribe(topic_filter)
+        for topic in still.difference(filters):
+            self.client.subscribe(topic, self._on_retained_state)
         logger.info("arbiter: serving %s", ", ".join(self.hands) or "every hand")
         self._restored.set()
 
+    @_serialised
     def _on_retained_state(self, message: Message) -> None:
-        if not self._restoring:
-            return
         hand = self.topics.hand_of(message.topic, "state")
-        if hand is None or not message.payload:
+        if hand is None or self._serving(hand):
+            return  # served: this arbiter is the writer of its state from now on
+        if self._fixed is not None and hand not in self._fixed:
             return
-        try:
-            restored = HandState.model_validate_json(message.payload)
-        except ValidationError:
-            logger.warning("arbiter: ignoring an unreadable retained state for %s", hand)
-            return
-        known = self._states.get(hand)
-        if known is not None and known.version >= restored.version:
-            return  # the journal's record is as new or newer
+        known = self._states.get(hand)  # from the state file
         if known is None and self._fixed is None and len(self._states) >= self.max_hands:
             return
-        self._restore(hand, restored)
-
-    def _restore(self, hand: str, restored: HandState) -> None:
-        self._hand_topics.setdefault(hand, self.topics.hand(hand))
-        # A gesture that was playing when the arbiter stopped is not resumed.
-        self._states[hand] = restored.model_copy(
-            update={"pose": self.poses.name_of(restored.angles), "gesture": None}
-        )
-        logger.info("arbiter: restored %s at version %d", hand, restored.version)
+        if not message.payload:
+            if hand in self._unreadable:
+                logger.warning("arbiter: %s's unreadable state was cleared", hand)
+                self._serve(hand, known or self._open())
+            return
+        restored = self._read_state(hand, message)
+        if restored is None:
+            if known is None:
+                self._refuse_unreadable(hand, message)
+                return
+            sentence = (
+                f"{hand}'s retained state is unreadable; continuing from the state file at "
+                f"version {known.version}"
+            )
+            logger.warning("arbiter: %s", sentence)
+            self._report(hand, message, sentence)
+            self._serve(hand, known)
+            return
+        if known is not None and known.version >= restored.version:
+            self._serve(hand, known)  # the state file's record is as new or newer
+            return
+        self._serve(hand, self._fresh(restored))
 
     @_serialised
     def _on_command(self, message: Message) -> None:
@@ -262,6 +282,9 @@ class Arbiter:
             return
         hand_topics = self._topics_for(target, message)
         if hand_topics is None:
+            return
+        if not self._serving(target.hand):
+            self._hold(target.hand, message)
             return
         try:
             command = parse_command(target, message.payload, self.poses)
@@ -286,6 +309,108 @@ class Arbiter:
             locked=locked,
             duration_ms=duration,
         )
+
+    # -- restoring -------------------------------------------------------------------------
+
+    def _serving(self, hand: str) -> bool:
+        """Whether commands for ``hand`` are applied now (else held, or refused)."""
+        return hand in self._ready or (self._synced and hand not in self._unreadable)
+
+    def _state_filters(self) -> list[str]:
+        if self._fixed is None:
+            return [f"{self.topics.base}/+/state"]
+        return [t.state for t in self._fixed.values()]
+
+    def _fresh(self, state: HandState) -> HandState:
+        """A restored state as this arbiter continues from it: a gesture is not resumed."""
+        return state.model_copy(update={"pose": self.poses.name_of(state.angles), "gesture": None})
+
+    def _read_state(self, hand: str, message: Message) -> HandState | None:
+        """The retained state, or its angles and version when only other parts are unreadable."""
+        try:
+            return HandState.model_validate_json(message.payload)
+        except ValidationError:
+            pass
+        try:
+            data = json.loads(message.payload)
+            kept = {key: data[key] for key in (*FINGERS, "version")}
+            # The lock and the relaxed fingers are kept too, and must be readable if present:
+            # an emergency stop is never lifted by a restart.
+            kept |= {key: data[key] for key in ("locked", "relaxed") if key in data}
+            salvaged = HandState.model_validate(kept)
+        except (ValueError, TypeError, KeyError, ValidationError):
+            return None
+        sentence = (
+            f"{hand}'s retained state has unreadable parts; continuing from its angles and "
+            f"version {salvaged.version} without them"
+        )
+        logger.warning("arbiter: %s", sentence)
+        self._report(hand, message, sentence)
+        return salvaged
+
+    def _refuse_unreadable(self, hand: str, message: Message) -> None:
+        """Never guess a hand's angles: wait for a readable state, refusing its commands."""
+        if self._unreadable.get(hand) == message.payload:
+            return  # said already (the same retained message, delivered again)
+        self._unreadable[hand] = message.payload
+        logger.warning("arbiter: %s", self._unreadable_sentence(hand))
+        self._report(hand, message, self._unreadable_sentence(hand))
+        for held in self._held.pop(hand, []):
+            self._held_count -= 1
+            self._refuse(hand, held, self._unreadable_sentence(hand))
+
+    def _unreadable_sentence(self, hand: str) -> str:
+        return (
+            f"{hand}'s retained state is unreadable, so the arbiter does not serve {hand} "
+            "rather than guess its angles; an administrator must retain a readable state "
+            "or clear it"
+        )
+
+    def _hold(self, hand: str, message: Message) -> None:
+        """Before the hand's state is known: hold the command, or answer why it cannot be."""
+        if hand in self._unreadable:
+            self._refuse(hand, message, self._unreadable_sentence(hand))
+        elif self._held_count >= self.max_held:
+            self._refuse(
+                hand,
+                message,
+                f"the arbiter is restoring the hands' state and already holds {self.max_held} "
+                "commands; send this one again in a moment",
+            )
+        else:
+            self._held.setdefault(hand, []).append(message)
+            self._held_count += 1
+
+    def _serve(self, hand: str, state: HandState) -> None:
+        """Start serving ``hand`` from ``state``, then apply what was held for it, in order."""
+        self._hand_topics.setdefault(hand, self.topics.hand(hand))
+        if self._unreadable.pop(hand, None) is not None and self._synced:
+            self.client.unsubscribe(self._hand_topics[hand].state)
+        self._ready.add(hand)
+        self._states[hand] = state
+        if self.journal is not None:
+            self.journal.record(hand, state)
+        logger.info("arbiter: serving %s from version %d", hand, state.version)
+        self._publish_state(hand, previous=None)
+        held = self._held.pop(hand, [])
+        self._held_count -= len(held)
+        for message in held:
+            self._on_command(message)
+
+    def _refuse(self, hand: str, message: Message, sentence: str) -> None:
+        """Answer a command that cannot be applied now, echoing its transaction if it has one."""
+        transaction: str | int | None = None
+        target = self.topics.parse_command(message.topic)
+        if target is not None:
+            try:
+                transaction = parse_command(target, message.payload, self.poses).transaction
+            except CommandError as exc:
+                transaction = exc.transaction
+        self._reject(hand, message, sentence, transaction)
+
+    def _open(self) -> HandState:
+        """The state of a hand that never had one: open, version 0."""
+        return HandState(pose=self.poses.name_of(HandState().angles))
 
     # -- gestures --------------------------------------------------------------------------
 
@@ -433,12 +558,13 @@ class Arbiter:
         """Forget ``hand`` and clear its retained topics; a sentence when it cannot."""
         if self._fixed is not None:
             return "this arbiter serves its hands by name (--hand); it retires none"
-        if self._restoring:
+        if not self._synced:
             return "the arbiter is restoring the hands' states; ask again in a moment"
         if hand not in self._states:
             return f"{hand} holds no slot: no command for it was ever accepted here"
         self._end_gesture(hand)
         del self._states[hand]
+        self._ready.discard(hand)
         topics = self._hand_topics.pop(hand)
         if self.journal is not None:
             self.journal.retire(hand)
@@ -473,6 +599,17 @@ class Arbiter:
         transaction: str | int | None = None,
     ) -> None:
         self.rejected += 1
+        report = self._report(hand, message, sentence, transaction)
+        logger.info("arbiter: rejected a command on %s: %s", report.topic, report.error)
+
+    def _report(
+        self,
+        hand: str | None,
+        message: Message,
+        sentence: str,
+        transaction: str | int | None = None,
+    ) -> ErrorReport:
+        """Publish ``sentence`` about ``message`` on the hand's error topic."""
         # Bounded and escaped whatever the message held: 4 kB of control characters must not
         # become 20 kB for every subscriber, nor garble a terminal or a log.
         report = ErrorReport.about(message.topic, message.payload, sentence, transaction)
@@ -480,5 +617,5 @@ class Arbiter:
             error_topic = f"{self.topics.base}/{BRIDGE}/error"
         else:
             error_topic = self._hand_topics.get(hand, self.topics.hand(hand)).error
-        logger.info("arbiter: rejected a command on %s: %s", report.topic, report.error)
         self.client.publish(error_topic, report.model_dump_json(), qos=1)
+        return report

@@ -19,7 +19,6 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Final
 
 from pydantic import ValidationError
 
@@ -33,14 +32,11 @@ from hand_mqtt.hardware.link import DEFAULT_BAUDRATE, SerialLink
 from hand_mqtt.model import DEFAULT_PINS, FINGERS, HandState, Reported
 from hand_mqtt.mqtt import Message, MqttClient, Will
 from hand_mqtt.services.device_link import DeviceLink
-from hand_mqtt.topics import HandTopics, Topics
+from hand_mqtt.topics import OFFLINE, ONLINE, HandTopics, Topics
 
 __all__ = ["DeviceService", "DeviceSettings", "firmata_driver", "framed_driver", "hand_driver"]
 
 logger = logging.getLogger("hand_mqtt")
-
-ONLINE: Final = b"online"
-OFFLINE: Final = b"offline"
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +152,6 @@ class DeviceService:
         self._serving = threading.Event()
         self._retained_availability: bytes | None = None
         self._retained_reported: Reported | None = None
-        self._synced = threading.Event()
         self.taken_over = threading.Event()
 
     # -- life cycle ----------------------------------------------------------------------
@@ -171,12 +166,9 @@ class DeviceService:
         sync_topic = Topics(self.topics.base).sync(self.client.client_id)
         self.client.subscribe(self.topics.availability, self._on_availability)
         self.client.subscribe(self.topics.reported, self._on_reported)
-        self.client.subscribe(sync_topic, lambda _m: self._synced.set())
         self.client.connect(connect_timeout)
-        self.client.publish(sync_topic, b"sync", qos=1)
-        if not self._synced.wait(connect_timeout):
+        if not self.client.wait_synced(sync_topic, connect_timeout, have_all=self._have_claims):
             logger.warning("device: the broker did not echo our sync message; carrying on")
-        self.client.unsubscribe(sync_topic)
         current = self._retained_reported
         if (
             self._retained_availability == ONLINE
@@ -240,6 +232,9 @@ class DeviceService:
         if self.taken_over.is_set():
             return
         self.client.publish(self.topics.reported, reported.model_dump_json(), retain=True)
+
+    def _have_claims(self) -> bool:
+        return self._retained_availability is not None and self._retained_reported is not None
 
     def _on_availability(self, message: Message) -> None:
         self._retained_availability = message.payload

@@ -17,7 +17,7 @@ from hand_mqtt.broker.embedded import EmbeddedBroker
 from hand_mqtt.devtools.simulated_port import PtyHand
 from hand_mqtt.errors import ConfigError
 from hand_mqtt.model import PoseBook
-from hand_mqtt.mqtt import BrokerUrl, MqttClient
+from hand_mqtt.mqtt import SYNC_GRACE_S, BrokerUrl, MqttClient
 from hand_mqtt.services.arbiter import Arbiter
 from hand_mqtt.services.device import DeviceService, DeviceSettings
 from hand_mqtt.topics import Topics
@@ -93,6 +93,9 @@ class Stack:
                 self.url = s.broker
                 self.ws_url = s.broker_ws
             url = BrokerUrl.parse(self.url)
+            # The embedded broker delivers retained messages before a client's own echo and
+            # starts empty: no grace is needed after the echo (see MqttClient.when_synced).
+            grace = 0.0 if self.broker is not None else SYNC_GRACE_S
             topics = Topics(s.base)
             if s.serial is not None:
                 self.serial_url = s.serial
@@ -101,14 +104,17 @@ class Stack:
                 self._stack.callback(self.hand.stop)
                 self.serial_url = self.hand.path
             self.arbiter = Arbiter(
-                MqttClient(url, name="arbiter"), topics=topics, hands=[s.hand], poses=s.poses
+                MqttClient(url, name="arbiter", sync_grace=grace),
+                topics=topics,
+                hands=[s.hand],
+                poses=s.poses,
             )
             self.arbiter.start()
             self._stack.callback(self.arbiter.stop)
             self.arbiter.client.wait_connected(10.0)
             self.arbiter.wait_ready(10.0)
             self.device = DeviceService(
-                MqttClient(url, name="device"),
+                MqttClient(url, name="device", sync_grace=grace),
                 self.serial_url,
                 topics=topics,
                 hand=s.hand,
