@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import socket
 import ssl
 import threading
@@ -180,6 +181,28 @@ _CONNACK_SENTENCES: Final = {
 }
 
 
+_DISCONNECTING: Final = getattr(
+    getattr(paho, "_ConnectionState", None), "MQTT_CS_DISCONNECTING", "unknown"
+)
+_CLOSE_TIMEOUT_S: Final = 0.5
+
+
+def _close_gently(sock: socket.socket, timeout: float) -> None:
+    """After our DISCONNECT: half-close, and read until the broker closes its side.
+
+    Closing a socket with unread data in it (a PUBACK, or a message still on its way) makes
+    the kernel send a reset, and a reset can overtake the DISCONNECT in the broker's buffer:
+    the broker then sees a lost client and publishes its will ("offline") after a clean stop.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        sock.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([sock], [], [], left)
+            if not ready or not sock.recv(65536):
+                return
+
+
 class _PahoClient(paho.Client):
     """paho's client, minus one wasted wake-up per message a handler publishes.
 
@@ -214,6 +237,12 @@ class _PahoClient(paho.Client):
         reset = getattr(self, "_reset_sockets", None)
         if reset is not None:
             reset()
+
+    def _sock_close(self) -> None:
+        sock = getattr(self, "_sock", None)
+        if isinstance(sock, socket.socket) and self._state == _DISCONNECTING:
+            _close_gently(sock, _CLOSE_TIMEOUT_S)
+        super()._sock_close()
 
     def stop_loop(self, timeout: float) -> bool:
         """paho's ``loop_stop``, woken at once and waited for at most ``timeout`` seconds.

@@ -1,12 +1,13 @@
-"""MqttClient's one barrier: "the retained messages of my subscriptions have arrived"."""
+"""MqttClient on real brokers: its one retained-topics barrier, and stopping cleanly."""
 
 from __future__ import annotations
 
 import threading
 
-from hand_mqtt import BrokerUrl, Message, MqttClient, Topics
+from hand_mqtt import BrokerUrl, Message, MqttClient, Topics, Will
 from tests.support.brokers import RunningBroker
 from tests.support.relay import HoldingRelay
+from tests.support.system import wait_until
 
 
 def _retain(url: BrokerUrl, topic: str, payload: bytes) -> None:
@@ -91,3 +92,30 @@ def test_wait_synced_ends_after_the_grace_when_nothing_is_retained(
         assert seen == []
     finally:
         client.stop()
+
+
+def test_a_clean_stop_never_publishes_the_will_even_with_messages_in_flight(
+    broker_url: BrokerUrl, topics: Topics
+) -> None:
+    """Closing with unread data sends a TCP reset, which can overtake the DISCONNECT."""
+    will_topic = f"{topics.base}/hand1/availability"
+    watcher = MqttClient(broker_url, name="watcher")
+    wills: list[bytes] = []
+    watcher.subscribe(will_topic, lambda m: wills.append(m.payload), wait=5)
+    watcher.connect()
+    try:
+        for round_ in range(5):
+            client = MqttClient(broker_url, name="busy", will=Will(will_topic, b"offline"))
+            echo = f"{topics.base}/echo/{round_}"
+            client.subscribe(echo, lambda _m: None)
+            client.connect()
+            client.subscribe(echo, lambda _m: None, wait=5)
+            for n in range(200):
+                client.publish(echo, str(n), qos=1)
+            client.stop()  # with echoes and acknowledgements still on their way
+        # The sentinel, on the same topic: once it is here, any will would have been too.
+        watcher.publish(will_topic, b"sentinel", qos=1)
+        wait_until(lambda: b"sentinel" in wills)
+        assert wills == [b"sentinel"]
+    finally:
+        watcher.stop()
