@@ -9,7 +9,10 @@
  * the UART while its input FIFO has room; bytes the firmware sends are written to the master.
  *
  * --realtime       throttles emulation to wall-clock time (free-running is several times
- *                  faster than a real Uno).
+ *                  faster than a real Uno). After a stall (a busy machine) it does not run
+ *                  fast to catch up: the lag is dropped, so emulated time never passes faster
+ *                  than wall-clock time (within a few ms) and the firmware's timers (failsafe,
+ *                  stale frames, moves) never fire early by the host's clock.
  * --reset-on-open  behaves like an Uno's DTR auto-reset: the MCU is held in reset until a
  *                  client opens the pty and is reset again whenever a client re-opens it; it
  *                  starts BOOT_DELAY_MS of wall time after the open, so the client has set up
@@ -54,7 +57,8 @@
 
 #define POLL_US 1000u        /* pty and clock check period, emulated microseconds */
 #define VCD_FLUSH_US 20000u  /* VCD flush period, emulated microseconds */
-#define MAX_AHEAD_NS 2000000 /* realtime: sleep once emulation is this far ahead */
+#define MAX_AHEAD_NS 2000000  /* realtime: sleep once emulation is this far ahead */
+#define MAX_BEHIND_NS 2000000 /* realtime: drop the lag once emulation is this far behind */
 #define BOOT_DELAY_MS 100    /* --reset-on-open: wall time between the open and the boot */
 
 static volatile sig_atomic_t stop_requested;
@@ -380,6 +384,10 @@ int main(int argc, char **argv) {
                 struct timespec ts = {(time_t)(ahead / 1000000000ull),
                                       (long)(ahead % 1000000000ull)};
                 nanosleep(&ts, NULL);
+            } else if (wall_ns > emulated_ns + MAX_BEHIND_NS) {
+                /* Behind: line the clocks up again rather than race to catch up. */
+                anchor_cycle = avr->cycle;
+                anchor_ns = now_ns();
             }
         }
     }

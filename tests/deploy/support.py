@@ -15,10 +15,11 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-from hand_mqtt import BrokerUrl, Message, MqttClient
+from hand_mqtt import BrokerUrl, Message, MqttClient, Topics
 from hand_mqtt.accounts import (
     Account,
     Role,
@@ -161,6 +162,19 @@ class Watcher:
 
     def payloads(self, topic: str) -> list[bytes]:
         return [m.payload for m in self.on(topic)]
+
+    def barrier(self, base: str = "hand", timeout: float = 10.0) -> None:
+        """Wait until what the broker had queued for this watcher has arrived.
+
+        A message to its own sync topic comes back after them: the sentinel for "nothing
+        else came", instead of a sleep.
+        """
+        topic = Topics(base).sync(self.client.client_id)
+        marker = uuid.uuid4().bytes
+        back = threading.Event()
+        self.client.subscribe(topic, lambda m: m.payload == marker and back.set(), wait=timeout)
+        self.client.publish(topic, marker, qos=1)
+        assert back.wait(timeout), "the broker never echoed the watcher's sync message"
 
     def close(self) -> None:
         self.client.stop()

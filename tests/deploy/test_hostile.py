@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from hand_mqtt import (
     MqttClient,
     PoseBook,
     Topics,
+    commands,
     parse_command,
 )
 from hand_mqtt.commands import MAX_PAYLOAD_BYTES
@@ -150,12 +150,16 @@ def test_deep_nesting_is_refused_cleanly(depth: int, opener: str) -> None:
 
 
 @pytest.mark.parametrize("size", [MAX_PAYLOAD_BYTES + 1, 100_000, 5_000_000])
-def test_oversized_payloads_are_refused_before_parsing(size: int) -> None:
-    started = time.perf_counter()
+def test_oversized_payloads_are_refused_before_parsing(
+    size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def never(_text: str) -> object:
+        raise AssertionError("an oversized payload was parsed")
+
+    monkeypatch.setattr(commands, "_loads", never)
     sentence = outcome(HAND, b"[" * size)
     assert isinstance(sentence, str)
     assert "4096" in sentence
-    assert time.perf_counter() - started < 0.05
 
 
 # -- the frame decoder -------------------------------------------------------------------------
@@ -369,9 +373,10 @@ def test_retained_command_is_never_replayed(system: System) -> None:
         system.start_arbiter()
         wait_until(lambda: recorder.on(t.error), 10, "an error for the replayed command")
         assert "retained" in json.loads(recorder.on(t.error)[-1].payload)["error"]
-        time.sleep(0.3)
-        assert system.state().transaction == "later"
-        system.wait_hand(BUILTIN_POSES["peace"])
+        # The sentinel: a nudge after the replay, applied to peace, not to a replayed fist.
+        attacker.publish(t.finger_set("index"), b"-1", wait=5)
+        system.wait_hand((179, *BUILTIN_POSES["peace"][1:]))
+        assert system.state().version == 3
         attacker.publish(t.set, b"", retain=True, wait=5)  # clears it from the broker
     finally:
         attacker.stop()

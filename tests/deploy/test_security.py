@@ -77,6 +77,7 @@ FAST = DeviceSettings(
     firmware=DeviceConfig(failsafe_timeout_ms=0),
 )
 OPEN = (180, 180, 180, 180, 180)
+OKAY = (0, 180, 180, 180, 0)
 
 
 def client(url: str, name: str = "test") -> MqttClient:
@@ -185,18 +186,22 @@ def test_write_rights_per_role(secured: SecuredBroker) -> None:
             for kind, topic in kinds.items():
                 # Not retained: the shared bridge topic must not keep test payloads.
                 mqtt.publish(topic, f"{user}|{kind}", wait=5)
-        time.sleep(0.5)
-        got = {
-            tuple(m.payload.decode().split("|"))
-            for m in watcher.messages
-            if b"|" in m.payload and m.payload.decode().split("|")[0] in publishers
-        }
+
+        def got() -> set[tuple[str, ...]]:
+            return {
+                tuple(m.payload.decode().split("|"))
+                for m in watcher.messages
+                if b"|" in m.payload and m.payload.decode().split("|")[0] in publishers
+            }
+
         expected = {
             (own_device if user == "device-<hand>" else user, kind)
             for kind, users in WRITERS.items()
             for user in users
         }
-        assert got == expected
+        eventually(lambda: got() >= expected, 10, "every allowed publish")
+        watcher.barrier()  # and then nothing else
+        assert got() == expected
     finally:
         for mqtt in publishers.values():
             mqtt.stop()
@@ -248,13 +253,11 @@ def test_viewer_commands_never_reach_the_arbiter(secured: SecuredBroker) -> None
             viewer.publish(t.set, json.dumps({"pose": "fist"}), wait=5)
             viewer.publish(t.finger_set("index"), b"0", wait=5)
             viewer.publish(t.pose_set, b"fist", wait=5)
-            time.sleep(0.5)
-            assert (arbiter.accepted, arbiter.rejected) == (0, 0)
-            assert sim.firmware.targets == OPEN
-            # The same path works for an operator, so the silence above is the ACL's doing.
+            # The sentinel: the same path from an operator, after the viewer's were handled.
             operator.publish(t.finger_set("index"), b"0", wait=5)
             eventually(lambda: sim.firmware.targets == (0, 180, 180, 180, 180), 10, "index 0")
-            assert arbiter.accepted == 1
+            assert (arbiter.accepted, arbiter.rejected) == (1, 0)
+            assert arbiter.state(hand).version == 1
         finally:
             viewer.stop()
             operator.stop()
@@ -278,13 +281,16 @@ def test_operator_cannot_forge_retained_state_or_reported(secured: SecuredBroker
                 (TOPICS.bridge_state, "offline"),
             ]:
                 operator.publish(topic, payload, retain=True, wait=5)
-            time.sleep(0.5)
+            # The sentinel: a command the operator may send, answered on the same topics.
+            operator.publish(t.pose_set, b"okay", wait=5)
+            eventually(lambda: device.reported.angles == OKAY, 10, "the hand at okay")
+            eventually(lambda: live.last(t.reported) is not None, 10, "reported")
+            live.barrier()
             assert not [
                 m for m in live.messages if b"forged" in m.payload or b'"version":99' in m.payload
             ]
-            assert sim.firmware.targets == OPEN
-            assert arbiter.state(hand).version == 0
-            assert device.reported.angles == OPEN
+            assert sim.firmware.targets == OKAY
+            assert arbiter.state(hand).version == 1
         finally:
             operator.stop()
             live.close()
@@ -299,10 +305,10 @@ def test_operator_cannot_forge_retained_state_or_reported(secured: SecuredBroker
                 5,
                 "retained reported and bridge state",
             )
-            assert HandState.model_validate_json(fresh.last(t.state) or b"").version == 0
-            assert Reported.model_validate_json(fresh.last(t.reported) or b"").angles == OPEN
+            assert HandState.model_validate_json(fresh.last(t.state) or b"").version == 1
+            assert Reported.model_validate_json(fresh.last(t.reported) or b"").angles == OKAY
             assert fresh.last(t.availability) == b"online"
-            assert fresh.last(t.finger("index")) == b"180"
+            assert fresh.last(t.finger("index")) == b"0"
             assert fresh.last(TOPICS.bridge_state) == b"online"
         finally:
             fresh.close()
@@ -318,9 +324,9 @@ def test_a_user_without_rights_sees_nothing(secured: SecuredBroker) -> None:
         try:
             nobody.client.publish(t.set, json.dumps({"pose": "fist"}), wait=5)
             operator.publish(t.pose_set, b"okay", wait=5)
-            eventually(lambda: sim.firmware.targets == (0, 180, 180, 180, 0), 10, "okay")
-            time.sleep(0.3)
-            assert [(m.topic, m.retain) for m in nobody.messages] == []
+            eventually(lambda: sim.firmware.targets == OKAY, 10, "okay")
+            nobody.barrier()  # its own echo comes back after anything queued for it
+            assert [(m.topic, m.retain) for m in nobody.messages if "/sync/" not in m.topic] == []
             assert arbiter.accepted == 1
         finally:
             nobody.close()
@@ -338,9 +344,10 @@ def test_websockets_listener_has_the_same_rules(secured: SecuredBroker) -> None:
     try:
         operator.publish(t.set, b'{"pose": "okay"}', wait=5)
         viewer.publish(t.set, b'{"pose": "viewer"}', wait=5)
-        eventually(lambda: watcher.on(t.set), 5, "the operator's command over websockets")
-        time.sleep(0.3)
-        assert watcher.payloads(t.set) == [b'{"pose": "okay"}']
+        operator.publish(t.set, b'{"pose": "sentinel"}', wait=5)
+        eventually(lambda: len(watcher.on(t.set)) >= 2, 5, "the operator's commands")
+        watcher.barrier()
+        assert watcher.payloads(t.set) == [b'{"pose": "okay"}', b'{"pose": "sentinel"}']
     finally:
         for mqtt in (operator, viewer):
             mqtt.stop()

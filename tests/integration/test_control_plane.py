@@ -329,8 +329,9 @@ def test_burst_of_10000_commands_ends_at_the_last(system: System) -> None:
         frames = system.sim.frames_received - frames_before
         elapsed = time.monotonic() - started
         # Latest state wins: never more frames than the serial line could carry in the time
-        # (a frame plus its ACK is at least 7 + 11 bytes at 115200 baud, 1.56 ms).
-        assert frames <= elapsed / 0.00156 + 10, f"{frames} frames in {elapsed:.1f} s"
-        assert frames < count / 4, f"{frames} frames for {count} commands"
+        # it took (the smallest frame, 7 bytes, plus its 12-byte ACK at 10 bits a byte).
+        # How few frames a burst costs is a matter of speed: `make bench` reports it (flood).
+        per_frame_s = (7 + 12) * 10 / 115_200
+        assert frames <= elapsed / per_frame_s + 10, f"{frames} frames in {elapsed:.1f} s"
     finally:
         client.stop()
