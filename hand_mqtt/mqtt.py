@@ -185,6 +185,8 @@ _DISCONNECTING: Final = getattr(
     getattr(paho, "_ConnectionState", None), "MQTT_CS_DISCONNECTING", "unknown"
 )
 _CLOSE_TIMEOUT_S: Final = 0.5
+_LOOP_SLEEP_S: Final = 1.2
+"""Longer than paho's network thread ever sleeps (a one-second select or reconnect wait)."""
 
 
 def _close_gently(sock: socket.socket, timeout: float) -> None:
@@ -508,7 +510,8 @@ class MqttClient:
             self._disconnect_hooks.append(done.set)
             self._paho.disconnect()
             done.wait(timeout)
-        if self._paho.stop_loop(max(0.1, deadline - time.monotonic())):
+        # At least the longest paho sleeps between reconnect attempts (a second).
+        if self._paho.stop_loop(max(_LOOP_SLEEP_S, deadline - time.monotonic())):
             self._paho.release()
         self._connected.clear()
 
@@ -519,7 +522,7 @@ class MqttClient:
         if isinstance(sock, socket.socket):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-        if self._paho.stop_loop(2.0):
+        if self._paho.stop_loop(_LOOP_SLEEP_S):
             self._paho.release()
         self._connected.clear()
 

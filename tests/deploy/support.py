@@ -172,7 +172,12 @@ class Watcher:
         topic = Topics(base).sync(self.client.client_id)
         marker = uuid.uuid4().bytes
         back = threading.Event()
-        self.client.subscribe(topic, lambda m: m.payload == marker and back.set(), wait=timeout)
+
+        def echo(message: Message) -> None:
+            if message.payload == marker:
+                back.set()
+
+        self.client.subscribe(topic, echo, wait=timeout)
         self.client.publish(topic, marker, qos=1)
         assert back.wait(timeout), "the broker never echoed the watcher's sync message"
 
