@@ -93,11 +93,15 @@ class StopSignals:
     ) -> None:
         if self._pipe is None:
             return
-        if not self.requested.is_set():
-            for sig, handler in self._previous_handlers.items():
+        for sig, handler in self._previous_handlers.items():
+            if self.first_signal:
+                # The process is on its way out after a signal; later ones (the rest of a
+                # burst) are repeats and stay ignored, rather than kill it in the middle of its
+                # exit. SIG_IGN, not a Python function: the interpreter puts its own handlers
+                # back to the default (which kills) while it shuts down.
+                signal.signal(sig, signal.SIG_IGN)
+            else:
                 signal.signal(sig, handler)  # type: ignore[arg-type]
-        # else: the process is on its way out after a signal; later ones (the rest of a burst)
-        # are repeats, and stay ignored rather than kill it in the middle of its exit.
         signal.set_wakeup_fd(self._previous_fd)
         self._closing = True
         read_fd, write_fd = self._pipe
