@@ -271,6 +271,10 @@ def _broker_class() -> type:
       of a client that vanished to the garbage collector).
     - Broadcasts walk a copy of the subscriptions: amqtt 0.12 walks the live table while it
       awaits the ACL, and a subscription made meanwhile made it drop the message.
+    - Shutting down closes the listeners and every client's connection first. amqtt 0.12 then
+      waits for each connection's reader to stop; a read cancelled on Python 3.11 can lose its
+      cancellation (``asyncio.wait_for``), and shutdown waited for a client that never wrote
+      again: :meth:`EmbeddedBroker.stop` gave up after 10 s and left the port taken.
     """
     from amqtt.broker import Broker
     from amqtt.contexts import Action
@@ -333,6 +337,15 @@ def _broker_class() -> type:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._subscriptions = _SubscriptionTable()
+            self._writers: set[Any] = set()
+
+        async def shutdown(self) -> None:
+            for server in self._servers.values():
+                if server.instance is not None:
+                    server.instance.close()  # no new connection while the old ones go
+            for writer in list(self._writers):
+                _abort(writer)  # their readers see the end of the stream and stop
+            await super().shutdown()
 
         async def _client_connected(self, listener_name: str, reader: Any, writer: Any) -> None:
             if self.connections >= self.limits.connections_allowed():
@@ -342,11 +355,13 @@ def _broker_class() -> type:
                 _abort(writer)
                 return
             self.connections += 1
+            self._writers.add(writer)
             try:
                 guarded = _PacketSizeGuard(reader, self.limits.max_packet_size)
                 await super()._client_connected(listener_name, guarded, writer)
             finally:
                 self.connections -= 1
+                self._writers.discard(writer)
                 # amqtt closes a connection by draining it first; when the client is already
                 # gone the drain fails and the socket was left to the garbage collector.
                 _abort(writer)

@@ -17,7 +17,7 @@ from functools import partial
 
 import pytest
 
-from hand_mqtt import BrokerUrl, Topics
+from hand_mqtt import BrokerUrl, EmbeddedBroker, MqttClient, Topics
 from tests.support.brokers import RunningBroker, free_port
 from tests.support.system import Recorder, wait_until
 
@@ -118,6 +118,43 @@ def test_up_stops_on_any_burst_of_signals(up: _Process, signals: list[signal.Sig
         assert code in {0} | FORCED, up.output
         if code != 0:
             assert "exiting without cleaning up" in up.output
+
+
+def test_up_stops_cleanly_while_clients_stay_connected(up: _Process) -> None:
+    """Clients of the embedded broker (a GUI, a watcher) do not hold up its shutdown."""
+    port = int(up.output.split("broker   mqtt://127.0.0.1:")[1].split()[0])
+    clients = [MqttClient(BrokerUrl.parse(f"mqtt://127.0.0.1:{port}"), name="x") for _ in range(3)]
+    try:
+        for client in clients:
+            client.connect()
+            for n in range(50):
+                client.publish("elsewhere/topic", str(n), qos=0)
+        up.signal(signal.SIGINT)
+        assert up.finish() == 0, up.output
+        assert "exiting without cleaning up" not in up.output
+    finally:
+        for client in clients:
+            client.stop()
+
+
+def test_the_embedded_broker_lets_go_of_its_port_with_clients_connected() -> None:
+    broker = EmbeddedBroker("127.0.0.1", 0)
+    broker.start()
+    clients = [MqttClient(BrokerUrl.parse(broker.url), name="x") for _ in range(3)]
+    try:
+        for client in clients:
+            client.connect()
+            for n in range(50):
+                client.publish("some/topic", str(n), qos=0)
+        broker.stop()
+        # The port is free at once: a broker started on it again listens.
+        again = EmbeddedBroker("127.0.0.1", broker.port)
+        again.start()
+        again.stop()
+    finally:
+        for client in clients:
+            client.stop()
+        broker.stop()
 
 
 def _arbiter(broker: RunningBroker, topics: Topics) -> _Process:
