@@ -7,9 +7,20 @@ namespace hand {
 
 namespace {
 
-const uint8_t CONFIGURE_LEN = 10;
-const uint8_t CALIBRATE_LEN = 5;
-const uint8_t MOVE_HEADER = 3;  // duration (u16), mask
+// Payload layouts (docs/serial-protocol.md): where each field starts.
+const uint8_t SET_SOME_HEADER = 1;  // mask, then the masked angles
+const uint8_t MOVE_HEADER = 3;      // duration (u16), mask, then the masked angles
+const uint8_t RELAX_LEN = 1;        // mask
+// CONFIGURE: failsafe timeout (u16), action, safe pose (five angles), speed (u16).
+const uint8_t CONFIGURE_ACTION = 2;
+const uint8_t CONFIGURE_SAFE_POSE = 3;
+const uint8_t CONFIGURE_SPEED = CONFIGURE_SAFE_POSE + proto::FINGERS;
+const uint8_t CONFIGURE_LEN = CONFIGURE_SPEED + 2;
+// CALIBRATE: mask, pulse at logical 0 (u16), pulse at logical 180 (u16), in microseconds.
+const uint8_t CALIBRATE_PULSE_AT_0 = 1;
+const uint8_t CALIBRATE_PULSE_AT_180 = 3;
+const uint8_t CALIBRATE_LEN = CALIBRATE_PULSE_AT_180 + 2;
+const uint8_t ACTION_HOLD = 0;
 const uint8_t ACTION_SAFE_POSE = 1;
 const uint32_t MAX_STEP_MS = 1000;  // caps one motion step after a long pause
 const uint32_t FULL_SCALE_MDEG = (uint32_t)proto::MAX_ANGLE * 1000u;
@@ -53,7 +64,7 @@ uint32_t between(uint32_t from, uint32_t to, uint32_t fraction) {
 void nack(uint8_t seq, uint8_t reason, Reply &out) {
     out.type = proto::NACK;
     out.seq = seq;
-    out.len = 1;
+    out.len = proto::NACK_LEN;
     out.payload[0] = reason;
 }
 
@@ -73,7 +84,7 @@ void Controller::begin(uint32_t now_ms) {
     move_ms_ = 0;
     timeout_ms_ = 0;
     speed_dps_ = 0;
-    action_ = 0;
+    action_ = ACTION_HOLD;
     driven_ = 0;
     failsafe_active_ = 0;
     fired_ = 0;
@@ -161,7 +172,7 @@ void Controller::handle(const proto::Frame &frame, uint32_t now_ms, Reply &out) 
     case proto::SET_SOME:
     case proto::MOVE: {
         // SET_SOME: mask, angles. MOVE: duration (u16), mask, angles.
-        const uint8_t head = frame.type == proto::MOVE ? MOVE_HEADER : 1;
+        const uint8_t head = frame.type == proto::MOVE ? MOVE_HEADER : SET_SOME_HEADER;
         if (len < head) return nack(seq, proto::BAD_LENGTH, out);
         const uint8_t mask = p[head - 1];
         if (!mask_ok(mask)) return nack(seq, proto::BAD_MASK, out);
@@ -182,20 +193,20 @@ void Controller::handle(const proto::Frame &frame, uint32_t now_ms, Reply &out) 
         break;
     case proto::CONFIGURE:
         if (len != CONFIGURE_LEN) return nack(seq, proto::BAD_LENGTH, out);
-        if (p[2] > ACTION_SAFE_POSE || !angles_ok(p + 3, proto::FINGERS)) {
+        if (p[CONFIGURE_ACTION] > ACTION_SAFE_POSE ||
+            !angles_ok(p + CONFIGURE_SAFE_POSE, proto::FINGERS)) {
             return nack(seq, proto::BAD_CONFIG, out);
         }
         timeout_ms_ = u16_at(p);
-        action_ = p[2];
-        for (uint8_t i = 0; i < proto::FINGERS; ++i) safe_pose_[i] = p[3 + i];
-        speed_dps_ = u16_at(p + 8);
+        action_ = p[CONFIGURE_ACTION];
+        for (uint8_t i = 0; i < proto::FINGERS; ++i) safe_pose_[i] = p[CONFIGURE_SAFE_POSE + i];
+        speed_dps_ = u16_at(p + CONFIGURE_SPEED);
         break;
     case proto::CALIBRATE: {
-        // mask, pulse at logical 0 (u16), pulse at logical 180 (u16), in microseconds.
         if (len != CALIBRATE_LEN) return nack(seq, proto::BAD_LENGTH, out);
         if (!mask_ok(p[0])) return nack(seq, proto::BAD_MASK, out);
-        const uint16_t at_0 = u16_at(p + 1);
-        const uint16_t at_180 = u16_at(p + 3);
+        const uint16_t at_0 = u16_at(p + CALIBRATE_PULSE_AT_0);
+        const uint16_t at_180 = u16_at(p + CALIBRATE_PULSE_AT_180);
         if (!pulse_ok(at_0) || !pulse_ok(at_180)) return nack(seq, proto::BAD_PULSE, out);
         for (uint8_t i = 0; i < proto::FINGERS; ++i) {
             if (p[0] & (1u << i)) {
@@ -206,7 +217,7 @@ void Controller::handle(const proto::Frame &frame, uint32_t now_ms, Reply &out) 
         break;
     }
     case proto::RELAX:
-        if (len != 1) return nack(seq, proto::BAD_LENGTH, out);
+        if (len != RELAX_LEN) return nack(seq, proto::BAD_LENGTH, out);
         if (!mask_ok(p[0])) return nack(seq, proto::BAD_MASK, out);
         driven_ &= (uint8_t)~p[0];
         // A limp finger is taken to be at its target: nothing is left to move when it is

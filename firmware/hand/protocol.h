@@ -21,6 +21,7 @@ const uint16_t MAX_PULSE_US = 2600;
 // ACK, FAILSAFE and ARRIVED: five target angles, status flags, the mask of fingers without pulses.
 const uint8_t STATE_LEN = FINGERS + 2;
 const uint8_t HELLO_LEN = 6;
+const uint8_t NACK_LEN = 1;  // the reason
 
 enum Type {
     SET_ALL = 0x01,
