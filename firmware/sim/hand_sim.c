@@ -386,7 +386,7 @@ int main(int argc, char **argv) {
                 nanosleep(&ts, NULL);
             } else if (wall_ns > emulated_ns + MAX_BEHIND_NS) {
                 /* Behind: line the clocks up again rather than race to catch up. */
-                anchor_cycle = avr->cycle;
+                anchor_cycle = total_cycles(avr);
                 anchor_ns = now_ns();
             }
         }
