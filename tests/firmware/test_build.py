@@ -28,7 +28,6 @@ def test_clean_build_fits_the_budget(toolchain: None, tmp_path: Path) -> None:
     assert result.hex.read_text().startswith(":")
     assert 0 < result.flash_bytes <= FLASH_BUDGET
     assert 0 < result.ram_bytes <= RAM_BUDGET
-    assert elapsed < 60
 
 
 def test_make_prints_size_and_budget(toolchain: None, tmp_path: Path) -> None:
