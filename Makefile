@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Two stamps: running needs the package alone; the checks add the test tools and the plot extra.
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 
 # Debian packages the tests need: real brokers, the AVR toolchain and emulator, a virtual screen,
@@ -19,16 +21,21 @@ help:
 	@echo "make test-compose  only compose.yaml in a Docker Engine of its own (root)"
 	@echo "make bench  run the benchmark suite"
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || { \
 		$(SUDO) apt-get -o DPkg::Lock::Timeout=600 update -qq && $(SUDO) apt-get -o DPkg::Lock::Timeout=600 install -y -qq python3-venv; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	@touch $@
+
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/pip install -q -e '.[test,plot]'
 	@touch $@
 
-run: $(STAMP)
-	$(BIN)/hand-mqtt up
+# make run ARGS='--port 1884' passes options on to hand-mqtt up.
+run: $(RUN_STAMP)
+	$(BIN)/hand-mqtt up $(ARGS)
 
 # npm fetches the real StandardFirmata for the emulator tests (any npm will do: Debian's, or the
 # one that comes with a nodejs package from elsewhere).
