@@ -43,6 +43,7 @@ from hand_mqtt.model import (
     HandState,
     PoseBook,
     Reported,
+    ServedHands,
 )
 from hand_mqtt.mqtt import BrokerUrl, Message, MqttClient, Will
 from hand_mqtt.services.arbiter import Arbiter
@@ -120,6 +121,7 @@ __all__ = [
     "PtyHand",
     "Reported",
     "SerialLink",
+    "ServedHands",
     "SimulatedFirmware",
     "Snapshot",
     "SocketHand",

@@ -1,6 +1,6 @@
 """Every accepted command form turned into a typed :class:`Command`, or a clear error.
 
-Accepted forms (see docs/topics.md):
+Accepted forms (see docs/topics.md, whose example tables a test sends as written):
 
 - ``<base>/<hand>/<finger>/set``: ``90`` (absolute), ``+15`` / ``-15`` (relative),
   ``{"angle": 90}``, ``{"delta": -15}``, each JSON form with an optional ``"transaction"``;
@@ -14,12 +14,20 @@ Accepted forms (see docs/topics.md):
 
 Every JSON form that moves fingers to a pose or to angles may add ``"duration_ms"`` (0 to
 60000): every finger that moves arrives at its target that many milliseconds later.
+
+One rule for numbers, in every form: an angle or a delta is a whole number of degrees written
+in decimal digits, with an optional sign and an optional fraction of zeros (``90``, ``-15``,
+``+15``, ``90.0``), either as a JSON number or as text (a plain payload, or a JSON string).
+Anything else is refused with a sentence: ``90.5``, ``1e2``, ``0x5A``, ``true``, ``NaN``.
+A JSON number is what its key says (an angle for a finger name or ``angle``, a delta for
+``delta``); in a finger's short form, its plain payload or a string given for a finger, a sign
+makes the number a delta.
 """
 
 from __future__ import annotations
 
 import json
-import math
+import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -30,7 +38,15 @@ from hand_mqtt.gestures import MAX_REPEAT
 from hand_mqtt.model import FINGERS, MAX_ANGLE, MIN_ANGLE, Angles, PoseBook, excerpt
 from hand_mqtt.topics import CommandTopic
 
-__all__ = ["MAX_DURATION_MS", "MAX_PAYLOAD_BYTES", "Command", "FingerChange", "parse_command"]
+__all__ = [
+    "MAX_DURATION_MS",
+    "MAX_PAYLOAD_BYTES",
+    "Command",
+    "FingerChange",
+    "parse_command",
+    "read_angle",
+    "read_delta",
+]
 
 MAX_PAYLOAD_BYTES: Final = 4096
 MAX_TRANSACTION_CHARS: Final = 64
@@ -93,10 +109,53 @@ class Command:
         return tuple(angles)  # type: ignore[return-value]
 
 
+# A number as text: digits with an optional sign and an optional fraction of zeros.
+_NUMBER_TEXT: Final = re.compile(r"[+-]?[0-9]+(?:\.0+)?")
+_MAX_NUMBER_CHARS: Final = 16
+# A JSON number with a fraction or an exponent; whole only when its fraction is all zeros.
+_WHOLE_JSON_FRACTION: Final = re.compile(r"-?[0-9]+\.0+")
+
+
+@dataclass(frozen=True, slots=True)
+class _NotWhole:
+    """A JSON number that is not written as a whole number (``90.5``, ``1e2``), as written."""
+
+    text: str
+
+
+def _json_fraction(text: str) -> int | _NotWhole:
+    if _WHOLE_JSON_FRACTION.fullmatch(text):
+        return int(text.partition(".")[0])
+    return _NotWhole(text)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number this hand understands")
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text, parse_float=_json_fraction, parse_constant=_reject_constant)
+    except RecursionError:
+        raise CommandError("the JSON is nested too deeply") from None
+    except ValueError as exc:
+        raise CommandError(f"the payload is not valid JSON ({exc})") from None
+
+
 def _shown(value: Any) -> str:
-    """A value quoted in a sentence: its repr, escaped and cut short (a payload can hold 4 kB
-    of anything; the answer to it stays a sentence)."""
-    return excerpt(repr(value), 40)
+    """A value quoted in a sentence as the sender wrote it (JSON spelling: ``true``, ``null``,
+    ``1e2``; a string in quotes), escaped and cut short: a payload can hold 4 kB of anything,
+    and the answer to it stays a sentence."""
+    if isinstance(value, _NotWhole):
+        text = value.text
+    elif isinstance(value, str):
+        text = repr(value)
+    else:
+        try:
+            text = json.dumps(value, ensure_ascii=False, default=repr)
+        except (ValueError, RecursionError):  # too deep to print: say what it is
+            text = type(value).__name__
+    return excerpt(text, 40)
 
 
 def _some_keys(keys: Iterable[str]) -> str:
@@ -106,43 +165,44 @@ def _some_keys(keys: Iterable[str]) -> str:
     return named + (f" and {len(ordered) - 3} more" if len(ordered) > 3 else "")
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number this hand understands")
-
-
-def _loads(text: str) -> Any:
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except RecursionError:
-        raise CommandError("the JSON is nested too deeply") from None
-    except ValueError as exc:
-        raise CommandError(f"the payload is not valid JSON ({exc})") from None
+def _whole_number(value: Any, what: str, kind: str) -> int:
+    """The one rule for numbers (see the module's docstring)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) <= _MAX_NUMBER_CHARS and _NUMBER_TEXT.fullmatch(text):
+            return int(text.partition(".")[0])
+    raise CommandError(
+        f"{what}: {kind} must be a whole number of degrees such as 90, not {_shown(value)}"
+    )
 
 
 def _angle(value: Any, what: str) -> int:
     number = _whole_number(value, what, "an angle")
     if not MIN_ANGLE <= number <= MAX_ANGLE:
-        raise CommandError(f"{what}: {number} is out of range (an angle is 0 to 180)")
+        raise CommandError(f"{what}: {_shown(number)} is out of range (an angle is 0 to 180)")
     return number
 
 
 def _delta(value: Any, what: str) -> int:
     number = _whole_number(value, what, "a delta")
     if not -MAX_ANGLE <= number <= MAX_ANGLE:
-        raise CommandError(f"{what}: a delta of {number} is out of range (-180 to +180)")
+        raise CommandError(f"{what}: a delta of {_shown(number)} is out of range (-180 to +180)")
     return number
 
 
-def _whole_number(value: Any, what: str, kind: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise CommandError(f"{what}: {kind} must be a whole number of degrees, not {_shown(value)}")
-    if isinstance(value, float):
-        if not math.isfinite(value) or not value.is_integer():
-            raise CommandError(
-                f"{what}: {kind} must be a whole number of degrees, not {_shown(value)}"
-            )
-        return int(value)
-    return value
+def read_angle(text: str, what: str) -> int:
+    """An angle written as text (``90``, ``90.0``), by the rule every command form follows.
+
+    Raises :class:`CommandError` with a sentence that starts with ``what``.
+    """
+    return _angle(text, what)
+
+
+def read_delta(text: str, what: str) -> int:
+    """A delta written as text (``15``, ``+15``, ``-15``), by the same rule."""
+    return _delta(text, what)
 
 
 def _transaction(data: dict[str, Any]) -> str | int | None:
@@ -166,11 +226,10 @@ def _duration(data: dict[str, Any]) -> int | None:
     if "duration_ms" not in data:
         return None
     value = data["duration_ms"]
-    number: int | None = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        number = int(value)
+    try:  # the one rule for numbers, in milliseconds
+        number: int | None = _whole_number(value, "duration_ms", "a duration")
+    except CommandError:
+        number = None
     if number is None or not 0 <= number <= MAX_DURATION_MS:
         raise CommandError(
             f"duration_ms must be a whole number of milliseconds from 0 to {MAX_DURATION_MS}, "
@@ -220,19 +279,17 @@ def _finger_value(value: Any, finger: str) -> FingerChange:
 
 
 def _finger_text(text: str, finger: str) -> FingerChange:
-    """Parse ``90``, ``+15`` or ``-15``."""
+    """The short form: ``90`` is an angle, ``+15`` or ``-15`` a delta."""
     index = _FINGER_INDEX[finger]
     stripped = text.strip()
-    sign = stripped[:1]
-    digits = stripped[1:] if sign in "+-" else stripped
-    if not digits.isascii() or not digits.isdigit() or len(digits) > 4:
+    if len(stripped) > _MAX_NUMBER_CHARS or not _NUMBER_TEXT.fullmatch(stripped):
         raise CommandError(
             f"{finger}: expected an angle (0 to 180) or a signed delta such as +15 or -15, "
             f"got {_shown(stripped)}"
         )
-    if sign in ("+", "-") and sign:
-        return FingerChange(index, "delta", _delta(int(stripped), finger))
-    return FingerChange(index, "angle", _angle(int(digits), finger))
+    if stripped[0] in "+-":
+        return FingerChange(index, "delta", _delta(stripped, finger))
+    return FingerChange(index, "angle", _angle(stripped, finger))
 
 
 def _pose(value: Any, poses: PoseBook) -> str:

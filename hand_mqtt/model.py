@@ -35,6 +35,7 @@ __all__ = [
     "HandState",
     "PoseBook",
     "Reported",
+    "ServedHands",
     "angles_of",
     "excerpt",
 ]
@@ -255,6 +256,23 @@ class ErrorReport(_Frozen):
             error=excerpt(sentence, ERROR_SENTENCE_CHARS),
             transaction=transaction,
         )
+
+
+class ServedHands(BaseModel):
+    """Which hands the arbiter serves, on ``<base>/bridge/hands`` (retained).
+
+    Fields a newer arbiter may add are ignored, so older clients keep reading it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    hands: tuple[str, ...] = ()
+    """The hands named with ``--hand`` (empty with ``--all-hands``)."""
+    all_hands: bool = False
+    """True with ``--all-hands``: any hand under the base topic is served."""
+
+    def serves(self, hand: str) -> bool:
+        return self.all_hands or hand in self.hands
 
 
 def angles_of(values: Iterable[int]) -> Angles:

@@ -234,6 +234,17 @@ class _PahoClient(paho.Client):
         with self._reconnect_delay_mutex:
             self.held_delay = self._reconnect_delay
 
+    failed_attempt: Callable[[OSError], None] | None = None
+    """Told why a connection attempt failed (paho itself only says that it did)."""
+
+    def reconnect(self) -> MQTTErrorCode:
+        try:
+            return super().reconnect()
+        except OSError as exc:
+            if self.failed_attempt is not None:
+                self.failed_attempt(exc)
+            raise
+
     def release(self) -> None:
         """Close every socket now; paho otherwise leaves its wake-up pair to the collector."""
         reset = getattr(self, "_reset_sockets", None)
@@ -350,6 +361,8 @@ class MqttClient:
         self._disconnect_hooks: list[Hook] = []
         self._connected = threading.Event()
         self._failure: str | None = None
+        self._attempt_error: OSError | None = None
+        self._attempts = threading.Condition()
         self._lock = threading.Lock()
         self._started = False
         self._network_thread: int | None = None
@@ -361,6 +374,7 @@ class MqttClient:
         self._paho.on_disconnect = self._on_disconnect
         self._paho.on_subscribe = self._on_subscribe
         self._paho.on_message = self._on_unrouted
+        self._paho.failed_attempt = self._on_failed_attempt
 
     # -- configuration -------------------------------------------------------------------
 
@@ -481,18 +495,44 @@ class MqttClient:
             raise MqttError(f"cannot connect to {self.url}: {exc}") from None
         self._paho.loop_start()
 
-    def wait_connected(self, timeout: float) -> None:
-        """Block until connected; raise :class:`MqttError` saying why not after ``timeout``."""
-        if self._connected.wait(timeout):
+    def wait_connected(self, timeout: float, *, wait_for_broker: bool = True) -> None:
+        """Block until connected; raise :class:`MqttError` saying why not after ``timeout``.
+
+        With ``wait_for_broker`` false, give up at once when the broker's address refuses the
+        connection (nothing listens there) or the broker refuses us (a wrong password): a
+        person at a terminal learns that now, not after the timeout. A broker that does not
+        answer at all still gets the whole timeout.
+        """
+        with self._attempts:
+            self._attempts.wait_for(
+                lambda: (
+                    self._connected.is_set()
+                    or (not wait_for_broker and self._refused() is not None)
+                ),
+                timeout,
+            )
+        if self._connected.is_set():
             return
-        reason = self._failure or "no answer"
+        refused = self._refused()
+        if refused is not None:
+            raise MqttError(f"could not connect to the broker at {self.url}: {refused}") from (
+                self._attempt_error
+            )
+        reason = self._failure or (
+            str(self._attempt_error) if self._attempt_error is not None else "no answer"
+        )
         raise MqttError(f"could not connect to the broker at {self.url}: {reason}")
 
-    def connect(self, timeout: float = 5.0) -> None:
+    def _refused(self) -> str | None:
+        if isinstance(self._attempt_error, ConnectionRefusedError):
+            return "nothing is listening there (connection refused)"
+        return self._failure
+
+    def connect(self, timeout: float = 5.0, *, wait_for_broker: bool = True) -> None:
         """:meth:`start` and :meth:`wait_connected` in one call."""
         self.start()
         try:
-            self.wait_connected(timeout)
+            self.wait_connected(timeout, wait_for_broker=wait_for_broker)
         except MqttError:
             self.stop()
             raise
@@ -587,7 +627,9 @@ class MqttClient:
     ) -> None:
         if reason_code.is_failure:
             value = getattr(reason_code, "value", 0)
-            self._failure = _CONNACK_SENTENCES.get(value, str(reason_code))
+            with self._attempts:
+                self._failure = _CONNACK_SENTENCES.get(value, str(reason_code))
+                self._attempts.notify_all()
             logger.warning("%s: broker %s refused: %s", self.name, self.url, self._failure)
             return
         self._network_thread = self._paho.network_thread = threading.get_ident()
@@ -599,8 +641,11 @@ class MqttClient:
         with self._lock:
             subscriptions = list(self._subscriptions.items())
         self._subscribe_now(subscriptions, None)
-        self._failure = None
-        self._connected.set()
+        with self._attempts:
+            self._failure = None
+            self._attempt_error = None
+            self._connected.set()
+            self._attempts.notify_all()
         logger.info("%s: connected to %s", self.name, self.url)
         for hook in list(self._connect_hooks):
             self._run_hook(hook)
@@ -628,6 +673,12 @@ class MqttClient:
         if len(self._pending_subscribes) > 64:
             for old in sorted(self._pending_subscribes)[:32]:
                 self._pending_subscribes.pop(old, None)
+
+    def _on_failed_attempt(self, error: OSError) -> None:
+        with self._attempts:
+            self._attempt_error = error
+            self._attempts.notify_all()
+        logger.debug("%s: cannot reach %s: %s", self.name, self.url, error)
 
     def _on_unrouted(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
         logger.debug("%s: no handler for %s", self.name, message.topic)

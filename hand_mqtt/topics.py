@@ -132,6 +132,11 @@ class Topics:
         """Where the arbiter answers a request."""
         return f"{self.base}/{BRIDGE}/response/{name}"
 
+    @property
+    def bridge_hands(self) -> str:
+        """Which hands the arbiter serves (retained JSON, see ``model.ServedHands``)."""
+        return f"{self.base}/{BRIDGE}/hands"
+
     def sync(self, client_id: str) -> str:
         """A client's own echo topic: a message to it comes back after the retained ones."""
         return f"{self.base}/{BRIDGE}/sync/{client_id}"

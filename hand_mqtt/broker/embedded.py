@@ -15,6 +15,7 @@ too (see ``_broker_class`` and :class:`BrokerLimits`).
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
 import math
@@ -41,14 +42,21 @@ for _name in ("amqtt", "transitions", "websockets"):
 
 class _QuietProbes(logging.Filter):
     """Drops amqtt's ERROR for a connection that closes before sending a packet: port probes
-    and health checks do exactly that."""
+    and health checks do exactly that. Also its traceback when it cannot start: we raise
+    :class:`BrokerStartError` with one sentence instead (the cause kept, for ``-v``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        # Refused or broken connections: hand-mqtt logs them itself, once and plainly.
+        # Refused or broken connections: hand-mqtt logs them itself, once and plainly. A start
+        # that fails: BrokerStartError says it in one sentence (the cause kept, for -v).
         return not any(
             noise in message
-            for noise in ("No data from", "No data to decode", "Failed to initialize client")
+            for noise in (
+                "No data from",
+                "No data to decode",
+                "Failed to initialize client",
+                "Broker startup failed",
+            )
         )
 
 
@@ -612,9 +620,9 @@ class EmbeddedBroker:
             await broker.start()
         except (BrokerError, OSError, PluginError, PluginLoadError) as exc:
             cause = exc.__cause__ or exc
-            ready.set_exception(
-                BrokerStartError(f"cannot start the broker on {self.host}:{self.port}: {cause}")
-            )
+            error = BrokerStartError(self._start_failure(cause))
+            error.__cause__ = cause
+            ready.set_exception(error)
             return
         self._broker = broker
         if self.port == 0:
@@ -633,6 +641,18 @@ class EmbeddedBroker:
             await broker.shutdown()
         except Exception:
             logger.exception("embedded broker did not shut down cleanly")
+
+    def _start_failure(self, cause: BaseException) -> str:
+        if isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
+            return (
+                f"port {self.port} on {self.host} is already taken "
+                "(by another broker, or a second hand-mqtt up?)"
+            )
+        if isinstance(cause, OSError) and cause.errno == errno.EACCES:
+            return f"port {self.port} on {self.host} is reserved for root; choose one above 1023"
+        if isinstance(cause, OSError) and cause.errno == errno.EADDRNOTAVAIL:
+            return f"{self.host} is not an address of this machine"
+        return f"cannot start the broker on {self.host}:{self.port}: {cause}"
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the broker and its thread."""

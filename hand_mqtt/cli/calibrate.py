@@ -25,6 +25,7 @@ from hand_mqtt.hardware.calibration import Calibration, save_finger
 from hand_mqtt.hardware.jog import ServoJog
 from hand_mqtt.model import FINGERS
 
+from .base import exit_status
 from .common import (
     FirmataOption,
     PinsOption,
@@ -112,10 +113,13 @@ def _find_stop(jog: ServoJog, keys: _Keys, pulse: tuple[int, int], question: str
             degrees = jog.move(degrees + step)
 
 
-@app.command()
+@app.command(rich_help_panel="Production and hardware", epilog=exit_status("calibrate"))
 def calibrate(
     finger: Annotated[
-        str, typer.Argument(help=f"The finger: {', '.join(FINGERS)}.", show_default=False)
+        str,
+        typer.Argument(
+            metavar="FINGER", help=f"The finger: {', '.join(FINGERS)}.", show_default=False
+        ),
     ],
     serial: Annotated[
         str,
@@ -123,6 +127,7 @@ def calibrate(
             "--serial",
             "-s",
             envvar="HAND_MQTT_SERIAL",
+            metavar="PORT",
             help="The hand's serial port (the device service must not be using it).",
         ),
     ],
@@ -131,13 +136,14 @@ def calibrate(
         typer.Option(
             "--calibration",
             envvar="HAND_MQTT_CALIBRATION",
+            metavar="FILE",
             help="The calibration file to update (created if missing).",
             dir_okay=False,
         ),
     ] = Path("hand.toml"),
     baudrate: Annotated[
         int | None,
-        typer.Option(help="Serial speed [default: 115200, with --firmata 57600]."),
+        typer.Option(metavar="BAUD", help="Serial speed [default: 115200, with --firmata 57600]."),
     ] = None,
     firmata: FirmataOption = False,
     pins: PinsOption = "11,10,9,6,5",

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,10 +14,13 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from hand_mqtt.errors import ConfigError, HandMqttError
+from hand_mqtt.clients.client import HandClient
+from hand_mqtt.errors import ConfigError, HandMqttError, MqttError
 from hand_mqtt.model import DEFAULT_PINS, FINGERS
 from hand_mqtt.mqtt import DEFAULT_BROKER, BrokerUrl
 from hand_mqtt.topics import Topics
+
+from .base import BROKER_UNREACHABLE, invocation
 
 T = TypeVar("T")
 
@@ -26,25 +30,60 @@ BrokerOption = Annotated[
         "--broker",
         "-b",
         envvar="HAND_MQTT_BROKER",
-        help="Broker URL: mqtt[s]://[user:password@]host[:port] (or ws[s]://).",
+        metavar="URL",
+        help="Broker URL: mqtt://[user:password@]host[:port], mqtts://... for TLS, "
+        "ws://... or wss://... for websockets.",
         show_default=True,
     ),
 ]
 CaFileOption = Annotated[
     str | None,
-    typer.Option("--ca-file", envvar="HAND_MQTT_CA_FILE", help="CA certificate for TLS."),
+    typer.Option(
+        "--ca-file",
+        envvar="HAND_MQTT_CA_FILE",
+        metavar="FILE",
+        help="CA certificate that signed the broker's (implies TLS).",
+    ),
 ]
 BaseOption = Annotated[
-    str, typer.Option("--base", envvar="HAND_MQTT_BASE", help="Base topic.", show_default=True)
+    str,
+    typer.Option(
+        "--base",
+        envvar="HAND_MQTT_BASE",
+        metavar="TOPIC",
+        help="Base topic.",
+        show_default=True,
+    ),
 ]
 HandOption = Annotated[
-    str, typer.Option("--hand", envvar="HAND_MQTT_HAND", help="Hand name.", show_default=True)
+    str,
+    typer.Option(
+        "--hand",
+        envvar="HAND_MQTT_HAND",
+        metavar="NAME",
+        help="Hand name.",
+        show_default=True,
+    ),
 ]
 VerboseOption = Annotated[
-    int, typer.Option("--verbose", "-v", count=True, help="More log output (repeat for debug).")
+    int,
+    typer.Option(
+        "--verbose",
+        "-v",
+        count=True,
+        show_default=False,
+        help="-v: more log output and the traceback of an error; -vv: debug output.",
+    ),
 ]
 TimeoutOption = Annotated[
-    float, typer.Option("--timeout", "-t", help="Seconds to wait for an answer.", min=0.1)
+    float,
+    typer.Option(
+        "--timeout",
+        "-t",
+        metavar="SECONDS",
+        help="Seconds to wait for the broker and the arbiter.",
+        min=0.1,
+    ),
 ]
 
 FirmataOption = Annotated[
@@ -60,6 +99,7 @@ PinsOption = Annotated[
     typer.Option(
         "--pins",
         envvar="HAND_MQTT_PINS",
+        metavar="PINS",
         help="With --firmata: the board's pin for each finger, index to thumb.",
     ),
 ]
@@ -99,11 +139,17 @@ __all__ = [
     "parse_pins",
     "setup_logging",
     "topics",
+    "unserved",
 ]
+
+
+# How many -v the command was given (set by setup_logging).
+_verbose = [0]
 
 
 def setup_logging(verbose: int, *, service: bool) -> None:
     """Services log INFO by default, one-shot commands only warnings."""
+    _verbose[0] = verbose
     level = logging.INFO if service else logging.WARNING
     if verbose == 1:
         level = logging.INFO
@@ -129,12 +175,36 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 @contextmanager
-def handle_errors() -> Iterator[None]:
-    """Turn the package's errors into a one-line message and exit code 1."""
+def handle_errors(*, broker_code: int = BROKER_UNREACHABLE) -> Iterator[None]:
+    """Turn the package's errors into one sentence and an exit code (see ``base.EXIT_CODES``).
+
+    A wrong option or file (:class:`ConfigError`) exits 2, like a usage error; a broker that
+    cannot be reached exits with ``broker_code``; anything else with 1. The traceback is
+    printed only with ``-v``.
+    """
     try:
         yield
+    except MqttError as exc:
+        _show_traceback(exc)
+        message = str(exc)
+        if isinstance(exc.__cause__, ConnectionRefusedError):
+            message += (
+                f"; start the system with '{invocation()} up' (or 'make run' in a checkout), "
+                "or give the broker's address with --broker"
+            )
+        raise fail(message, broker_code) from None
+    except ConfigError as exc:
+        _show_traceback(exc)
+        raise fail(str(exc), 2) from None
     except HandMqttError as exc:
+        _show_traceback(exc)
         raise fail(str(exc)) from None
+
+
+def _show_traceback(exc: BaseException) -> None:
+    """With -v, the whole story of an error (with the cause that led to it) on stderr."""
+    if _verbose[0] > 0:
+        traceback.print_exception(exc, file=sys.stderr)
 
 
 def broker_url(url: str, ca_file: str | None = None) -> BrokerUrl:
@@ -166,3 +236,13 @@ def broker_url(url: str, ca_file: str | None = None) -> BrokerUrl:
 
 def topics(base: str) -> Topics:
     return Topics(base)
+
+
+def unserved(client: HandClient) -> str | None:
+    """Why no arbiter will answer for the client's hand, with the way out; None if one will."""
+    reason = client.unserved()
+    if reason is not None and client.snapshot().arbiter != "online":
+        reason += f"; start one with '{invocation()} up' or '{invocation()} arbiter'"
+    elif reason is not None:
+        reason += " (choose that hand with --hand, or start an arbiter for this one)"
+    return reason

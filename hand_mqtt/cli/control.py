@@ -7,13 +7,17 @@ import json
 import sys
 import threading
 import time
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
 from hand_mqtt.clients.client import HandClient, Snapshot
+from hand_mqtt.commands import read_angle, read_delta
+from hand_mqtt.errors import CommandError
 from hand_mqtt.model import FINGERS, HandState
 
+from .base import NOT_SERVED, exit_status
 from .common import (
     DEFAULT_BASE,
     DEFAULT_BROKER,
@@ -30,18 +34,21 @@ from .common import (
     handle_errors,
     setup_logging,
     topics,
+    unserved,
 )
 from .shutdown import StopSignals
 
 app = typer.Typer()
 
 FingerArgument = Annotated[
-    str, typer.Argument(help=f"One of: {', '.join(FINGERS)}.", show_default=False)
+    str,
+    typer.Argument(metavar="FINGER", help=f"One of: {', '.join(FINGERS)}.", show_default=False),
 ]
 DurationOption = Annotated[
     float | None,
     typer.Option(
         "--duration",
+        metavar="SECONDS",
         help="Seconds the move takes: every finger that moves arrives at the same time.",
         min=0,
         max=60,
@@ -53,10 +60,39 @@ def _timed(command: dict[str, object], duration: float | None) -> dict[str, obje
     return command if duration is None else {**command, "duration_ms": round(duration * 1000)}
 
 
-def _client(broker: str, ca_file: str | None, base: str, hand: str) -> HandClient:
-    return HandClient(
-        broker_url(broker, ca_file), topics=topics(base), hand=hand, require_state=False
-    )
+def _finger(name: str) -> str:
+    if name not in FINGERS:
+        raise fail(f"unknown finger {name!r}; fingers are {', '.join(FINGERS)}", 2)
+    return name
+
+
+def _number(read: Any, text: str, what: str) -> int:
+    """A number by the rule every command form follows (hand_mqtt.commands); else exit 2."""
+    try:
+        value: int = read(text, what)
+    except CommandError as exc:
+        raise fail(str(exc), 2) from None
+    return value
+
+
+def _connected(
+    broker: str, ca_file: str | None, base: str, hand: str, timeout: float, name: str = "cli"
+) -> HandClient:
+    """A client that has the broker's retained view of the hand; exits 2 or 4 if it cannot."""
+    with handle_errors():
+        client = HandClient(
+            broker_url(broker, ca_file),
+            topics=topics(base),
+            hand=hand,
+            name=name,
+            require_state=False,
+        )
+        try:
+            client.connect(timeout)
+        except BaseException:
+            client.close()
+            raise
+    return client
 
 
 def _describe(state: HandState) -> str:
@@ -79,20 +115,27 @@ def _run(
     command: dict[str, object],
 ) -> None:
     setup_logging(verbose, service=False)
-    with handle_errors():
-        client = _client(broker, ca_file, base, hand)
-        try:
-            client.connect(timeout)
+    client = _connected(broker, ca_file, base, hand, timeout)
+    try:
+        reason = unserved(client)
+        if reason is not None:
+            raise fail(reason, NOT_SERVED)
+        with handle_errors():
             state = client.send(command, timeout=timeout)
-        finally:
-            client.close()
+    finally:
+        client.close()
     typer.echo(f"{base}/{hand}: {_describe(state)}")
 
 
-@app.command("set")
+@app.command("set", rich_help_panel="Drive the hand", epilog=exit_status("set"))
 def set_finger(
     finger: FingerArgument,
-    angle: Annotated[int, typer.Argument(help="0 (contracted) to 180 (extended).")],
+    angle: Annotated[
+        str,
+        typer.Argument(
+            metavar="ANGLE", help="0 (contracted) to 180 (extended).", show_default=False
+        ),
+    ],
     duration: DurationOption = None,
     broker: BrokerOption = DEFAULT_BROKER,
     ca_file: CaFileOption = None,
@@ -102,16 +145,21 @@ def set_finger(
     verbose: VerboseOption = 0,
 ) -> None:
     """Set one finger to an angle."""
-    if finger not in FINGERS:
-        raise fail(f"unknown finger {finger!r}; fingers are {', '.join(FINGERS)}", 2)
-    _run(broker, ca_file, base, hand, timeout, verbose, _timed({finger: angle}, duration))
+    name = _finger(finger)
+    value = _number(read_angle, angle, name)
+    _run(broker, ca_file, base, hand, timeout, verbose, _timed({name: value}, duration))
 
 
-@app.command(context_settings={"ignore_unknown_options": True})
+@app.command(rich_help_panel="Drive the hand", epilog=exit_status("nudge"))
 def nudge(
     finger: FingerArgument,
     delta: Annotated[
-        str, typer.Argument(help="Degrees to add, e.g. 15, +15 or -15 (clamped to 0-180).")
+        str,
+        typer.Argument(
+            metavar="DELTA",
+            help="Degrees to add: 15, +15 or -15 (the result is clamped to 0-180).",
+            show_default=False,
+        ),
     ],
     broker: BrokerOption = DEFAULT_BROKER,
     ca_file: CaFileOption = None,
@@ -121,17 +169,22 @@ def nudge(
     verbose: VerboseOption = 0,
 ) -> None:
     """Move one finger by a number of degrees, clamped to 0-180."""
-    if finger not in FINGERS:
-        raise fail(f"unknown finger {finger!r}; fingers are {', '.join(FINGERS)}", 2)
-    digits = delta[1:] if delta[:1] in ("+", "-") else delta
-    if not (digits.isascii() and digits.isdigit()):
-        raise fail(f"delta {delta!r} is not a whole number of degrees such as 15 or -15", 2)
-    _run(broker, ca_file, base, hand, timeout, verbose, {finger: {"delta": int(delta)}})
+    name = _finger(finger)
+    value = _number(read_delta, delta, name)
+    _run(broker, ca_file, base, hand, timeout, verbose, {name: {"delta": value}})
 
 
-@app.command()
+@app.command(rich_help_panel="Drive the hand", epilog=exit_status("pose"))
 def pose(
-    name: Annotated[str, typer.Argument(help="open, fist, peace, rockstar, okay, point, phone…")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME",
+            help="open, fist, peace, rockstar, okay, point, phone, or one the arbiter "
+            "was given with --poses.",
+            show_default=False,
+        ),
+    ],
     duration: DurationOption = None,
     broker: BrokerOption = DEFAULT_BROKER,
     ca_file: CaFileOption = None,
@@ -144,12 +197,13 @@ def pose(
     _run(broker, ca_file, base, hand, timeout, verbose, _timed({"pose": name}, duration))
 
 
-@app.command()
+@app.command(rich_help_panel="Drive the hand", epilog=exit_status("angles"))
 def angles(
     values: Annotated[
         list[str],
         typer.Argument(
-            help="Five values for index middle ring pinky thumb: 0-180, or - to leave one.",
+            metavar="INDEX MIDDLE RING PINKY THUMB",
+            help="Five angles, 0-180, or - to leave a finger as it is.",
             show_default=False,
         ),
     ],
@@ -169,20 +223,23 @@ def angles(
     for finger, value in zip(FINGERS, values, strict=True):
         if value == "-":
             parsed.append(None)
-        elif value.isdigit() and int(value) <= 180:
-            parsed.append(int(value))
-        else:
-            bad.append(f"{finger}: {value!r} is not an angle from 0 to 180 or '-'")
+            continue
+        try:
+            parsed.append(read_angle(value, finger))
+        except CommandError as exc:
+            bad.append(str(exc))
     if bad:
         raise fail("; ".join(bad), 2)
     _run(broker, ca_file, base, hand, timeout, verbose, _timed({"angles": parsed}, duration))
 
 
-@app.command()
+@app.command(rich_help_panel="Drive the hand", epilog=exit_status("relax"))
 def relax(
     fingers: Annotated[
         list[str] | None,
-        typer.Argument(help="Fingers to relax (default: all five).", show_default=False),
+        typer.Argument(
+            metavar="FINGER...", help="Fingers to relax (default: all five).", show_default=False
+        ),
     ] = None,
     broker: BrokerOption = DEFAULT_BROKER,
     ca_file: CaFileOption = None,
@@ -199,7 +256,7 @@ def relax(
     _run(broker, ca_file, base, hand, timeout, verbose, command)
 
 
-@app.command()
+@app.command(rich_help_panel="Drive the hand", epilog=exit_status("stop"))
 def stop(
     broker: BrokerOption = DEFAULT_BROKER,
     ca_file: CaFileOption = None,
@@ -212,7 +269,7 @@ def stop(
     _run(broker, ca_file, base, hand, timeout, verbose, {"lock": True})
 
 
-@app.command()
+@app.command(rich_help_panel="Drive the hand", epilog=exit_status("unlock"))
 def unlock(
     broker: BrokerOption = DEFAULT_BROKER,
     ca_file: CaFileOption = None,
@@ -249,9 +306,15 @@ def _table(base: str, hand: str, snap: Snapshot) -> str:
     return "\n".join(lines)
 
 
-@app.command()
+def _as_json(base: str, hand: str, snap: Snapshot) -> dict[str, Any]:
+    return {"base": base, "hand": hand, **snap.as_dict()}
+
+
+@app.command(rich_help_panel="Look at the hand", epilog=exit_status("state"))
 def state(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON (the hand it describes included).")
+    ] = False,
     broker: BrokerOption = DEFAULT_BROKER,
     ca_file: CaFileOption = None,
     base: BaseOption = DEFAULT_BASE,
@@ -261,67 +324,106 @@ def state(
 ) -> None:
     """Show desired and reported angles and who is online."""
     setup_logging(verbose, service=False)
-    with handle_errors():
-        client = _client(broker, ca_file, base, hand)
-        try:
-            client.connect(timeout)
-            snap = client.snapshot()
-        finally:
-            client.close()
+    client = _connected(broker, ca_file, base, hand, timeout)
+    try:
+        snap = client.snapshot()
+        reason = unserved(client)
+    finally:
+        client.close()
     if as_json:
-        typer.echo(json.dumps(snap.as_dict(), indent=2))
-    else:
-        typer.echo(_table(base, hand, snap))
+        typer.echo(json.dumps(_as_json(base, hand, snap), indent=2))
     if snap.desired is None:
-        raise typer.Exit(3)
+        raise fail(f"no state for {base}/{hand} on the broker: {reason or 'none published yet'}", 3)
+    if not as_json:
+        typer.echo(_table(base, hand, snap))
 
 
-@app.command()
+@app.command(rich_help_panel="Look at the hand", epilog=exit_status("watch"))
 def watch(
     duration: Annotated[
-        float | None, typer.Option("--for", help="Stop after this many seconds.", min=0)
+        float | None,
+        typer.Option("--for", metavar="SECONDS", help="Stop after this many seconds.", min=0),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="One JSON object per line: every state, and every rejection as "
+            '{"base", "hand", "error"}.',
+        ),
+    ] = False,
     broker: BrokerOption = DEFAULT_BROKER,
     ca_file: CaFileOption = None,
     base: BaseOption = DEFAULT_BASE,
     hand: HandOption = DEFAULT_HAND,
+    timeout: TimeoutOption = 5.0,
     verbose: VerboseOption = 0,
 ) -> None:
-    """Print the hand's state every time it changes, until Ctrl-C."""
+    """Follow the hand: its state as it changes, and every command the arbiter rejects.
+
+    On a terminal the view is redrawn in place; otherwise one line is added per change.
+    """
+    from .live import LiveView  # rich, only for the commands that show the view
+
     setup_logging(verbose, service=False)
-    lock = threading.Lock()
-    last: list[str] = []
+    client = _connected(broker, ca_file, base, hand, timeout, name="watch")
+    deadline = None if duration is None else time.monotonic() + duration
+    reason = unserved(client)
+    if reason is not None:  # watch anyway: the arbiter may be on its way
+        typer.secho(f"note: {reason}", fg=typer.colors.YELLOW, err=True)
+    try:
+        with StopSignals() as signals:
+            view: _JsonLines | LiveView = (
+                _JsonLines(base, hand, client.snapshot)
+                if as_json
+                else LiveView(f"{base}/{hand}", client.snapshot)
+            )
+            client.add_listener(view.changed)
+            with view:
+                signals.wait(lambda: deadline is None or time.monotonic() < deadline)
+    finally:
+        client.close()
 
-    def show(snap: Snapshot) -> None:
-        line = json.dumps(snap.as_dict()) if as_json else _line(snap)
-        with lock:
-            if last and last[-1] == line:
+
+class _JsonLines:
+    """``watch --json``: one object per distinct state, one per rejection."""
+
+    def __init__(self, base: str, hand: str, snapshot: Callable[[], Snapshot]) -> None:
+        self._base = base
+        self._hand = hand
+        self._source = snapshot
+        self._lock = threading.Lock()
+        self._started = False
+        self._last = ""
+
+    def __enter__(self) -> _JsonLines:
+        """The state as it is now; read under the lock, so no change slips in between."""
+        with self._lock:
+            self._started = True
+            self._emit(self._source())
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        with self._lock:
+            self._started = False
+
+    def changed(self, snap: Snapshot) -> None:
+        with self._lock:
+            if not self._started:
                 return
-            last.append(line)
-            del last[:-1]
-            typer.echo(line)
-            sys.stdout.flush()
+            if snap.error is not None:
+                report = snap.error.model_dump()
+                self._write(json.dumps({"base": self._base, "hand": self._hand, "error": report}))
+            else:
+                self._emit(snap)
 
-    with handle_errors(), StopSignals() as signals:
-        client = _client(broker, ca_file, base, hand)
-        client.add_listener(show)
-        try:
-            client.connect(5.0)
-            show(client.snapshot())
-            deadline = None if duration is None else time.monotonic() + duration
-            signals.wait(lambda: deadline is None or time.monotonic() < deadline)
-        finally:
-            client.close()
+    def _emit(self, snap: Snapshot) -> None:
+        line = json.dumps(_as_json(self._base, self._hand, snap))
+        if line != self._last:
+            self._last = line
+            self._write(line)
 
-
-def _line(snap: Snapshot) -> str:
-    desired = " ".join(f"{a:>3}" for a in snap.desired.angles) if snap.desired else "  -"
-    reported = " ".join(cell(a).rjust(3) for a in snap.reported.angles) if snap.reported else "  -"
-    pose_name = (snap.desired.pose if snap.desired else None) or "-"
-    link = snap.reported.link if snap.reported else "?"
-    return (
-        f"{time.strftime('%H:%M:%S')}  desired [{desired}] {pose_name:<9} "
-        f"reported [{reported}] link {link}  arbiter {snap.arbiter or '?'}  "
-        f"device {snap.device or '?'}"
-    )
+    @staticmethod
+    def _write(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()

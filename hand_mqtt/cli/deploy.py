@@ -39,6 +39,7 @@ from hand_mqtt.model import BridgeResponse, Reported
 from hand_mqtt.mqtt import BrokerUrl, Message, MqttClient
 from hand_mqtt.topics import DISCOVERY_PREFIX, ONLINE, Topics, validate_hand_name
 
+from .base import exit_status
 from .common import (
     DEFAULT_BASE,
     DEFAULT_BROKER,
@@ -55,8 +56,9 @@ from .common import (
     topics,
 )
 
-__all__ = ["register"]
+__all__ = ["app", "users_app"]
 
+app = typer.Typer()
 users_app = typer.Typer(
     help="Manage broker users: passwords (Mosquitto's password file) and roles (the ACL file).",
     no_args_is_help=True,
@@ -67,6 +69,7 @@ PasswordFileOption = Annotated[
     typer.Option(
         "--password-file",
         envvar="HAND_MQTT_PASSWORD_FILE",
+        metavar="FILE",
         help="Mosquitto password file to update.",
         dir_okay=False,
     ),
@@ -76,6 +79,7 @@ AclFileOption = Annotated[
     typer.Option(
         "--acl-file",
         envvar="HAND_MQTT_ACL_FILE",
+        metavar="FILE",
         help="Mosquitto ACL file to update.",
         dir_okay=False,
     ),
@@ -89,13 +93,6 @@ PasswordStdinOption = Annotated[
 ]
 DEFAULT_PASSWORD_FILE = Path("broker/passwd")
 DEFAULT_ACL_FILE = Path("broker/acl")
-
-
-def register(app: typer.Typer) -> None:
-    """Add this module's commands to the main application."""
-    app.add_typer(users_app, name="users")
-    app.command("health")(health)
-    app.command("retire")(retire)
 
 
 def _read_acl(path: Path) -> AclFile:
@@ -118,14 +115,25 @@ def _password(from_stdin: bool) -> tuple[str, bool]:
     return line, False
 
 
-@users_app.command("add")
+@users_app.command("add", epilog=exit_status("users add"))
 def users_add(
     name: Annotated[str, typer.Argument(help="User name (what clients give as their user).")],
-    role: Annotated[Role, typer.Option("--role", "-r", help="What the user may do.")],
+    role: Annotated[
+        Role,
+        typer.Option(
+            "--role",
+            "-r",
+            metavar="arbiter|device|operator|viewer|none",
+            help="What the user may do.",
+        ),
+    ],
     hand: Annotated[
         str,
         typer.Option(
-            "--hand", envvar="HAND_MQTT_HAND", help="device: the one hand this account drives."
+            "--hand",
+            envvar="HAND_MQTT_HAND",
+            metavar="NAME",
+            help="device: the one hand this account drives.",
         ),
     ] = DEFAULT_HAND,
     password_stdin: PasswordStdinOption = False,
@@ -137,11 +145,13 @@ def users_add(
         typer.Option(
             "--discovery-prefix",
             envvar="HAND_MQTT_DISCOVERY_PREFIX",
+            metavar="TOPIC",
             help="Home Assistant's discovery prefix (what the arbiter may announce under).",
         ),
     ] = DISCOVERY_PREFIX,
     iterations: Annotated[
-        int, typer.Option(help="PBKDF2 rounds for the hash.", min=1, max=10_000_000)
+        int,
+        typer.Option(metavar="N", help="PBKDF2 rounds for the hash.", min=1, max=10_000_000),
     ] = DEFAULT_ITERATIONS,
 ) -> None:
     """Add a user (or change an existing one's role and password).
@@ -181,13 +191,14 @@ def users_add(
         typer.echo(password)
 
 
-@users_app.command("passwd")
+@users_app.command("passwd", epilog=exit_status("users passwd"))
 def users_passwd(
     name: Annotated[str, typer.Argument(help="An existing user.")],
     password_stdin: PasswordStdinOption = False,
     password_file: PasswordFileOption = DEFAULT_PASSWORD_FILE,
     iterations: Annotated[
-        int, typer.Option(help="PBKDF2 rounds for the hash.", min=1, max=10_000_000)
+        int,
+        typer.Option(metavar="N", help="PBKDF2 rounds for the hash.", min=1, max=10_000_000),
     ] = DEFAULT_ITERATIONS,
 ) -> None:
     """Give an existing user a new password (printed on stdout when made up)."""
@@ -203,7 +214,7 @@ def users_passwd(
         typer.echo(password)
 
 
-@users_app.command("remove")
+@users_app.command("remove", epilog=exit_status("users remove"))
 def users_remove(
     name: Annotated[str, typer.Argument(help="The user to remove.")],
     password_file: PasswordFileOption = DEFAULT_PASSWORD_FILE,
@@ -227,7 +238,7 @@ def users_remove(
     typer.echo(f"{name}: removed", err=True)
 
 
-@users_app.command("list")
+@users_app.command("list", epilog=exit_status("users list"))
 def users_list(
     password_file: PasswordFileOption = DEFAULT_PASSWORD_FILE,
     acl_file: AclFileOption = DEFAULT_ACL_FILE,
@@ -249,8 +260,11 @@ class Service(enum.StrEnum):
     web = "web"
 
 
+@app.command(rich_help_panel="Production and hardware", epilog=exit_status("health"))
 def health(
-    service: Annotated[Service, typer.Argument(help="Which service to check.")],
+    service: Annotated[
+        Service, typer.Argument(metavar="arbiter|device|web", help="The service to check.")
+    ],
     require_link: Annotated[
         bool,
         typer.Option(
@@ -258,7 +272,10 @@ def health(
         ),
     ] = False,
     timeout: Annotated[
-        float, typer.Option("--timeout", "-t", help="Seconds to wait for an answer.", min=0.1)
+        float,
+        typer.Option(
+            "--timeout", "-t", metavar="SECONDS", help="Seconds to wait for an answer.", min=0.1
+        ),
     ] = 5.0,
     url: Annotated[
         str,
@@ -301,8 +318,9 @@ def health(
     wanted = [watched, hand_topics.reported] if require_link else [watched]
     started = time.monotonic()
     try:
-        with handle_errors():
-            client.connect(timeout)
+        # A container health check knows 0 and 1 only: an unreachable broker is unhealthy.
+        with handle_errors(broker_code=1):
+            client.connect(timeout, wait_for_broker=False)
         client.wait_synced(
             layout.sync(client.client_id),
             max(0.1, timeout - (time.monotonic() - started)),
@@ -315,7 +333,7 @@ def health(
         # A retained "online" may be older than the broker's last restart (it comes back from
         # the broker's disk before the arbiter reconnects, if it ever does): only an answer
         # proves the arbiter runs.
-        with handle_errors():
+        with handle_errors(broker_code=1):
             answer = ask_arbiter(broker_url(broker, ca_file), layout, "ping", {}, timeout)
         if answer is None:
             problem = (
@@ -347,7 +365,7 @@ def ask_arbiter(
     client = MqttClient(url, name=f"request-{name}")
     client.subscribe(layout.bridge_response(name), on_answer)
     try:
-        client.connect(timeout)
+        client.connect(timeout, wait_for_broker=False)
         # The broker handles our subscription before our request, so the answer cannot pass us.
         client.publish(
             layout.bridge_request(name), json.dumps({**body, "transaction": transaction}), qos=1
@@ -358,15 +376,17 @@ def ask_arbiter(
     return found[0] if found else None
 
 
+@app.command(rich_help_panel="Production and hardware", epilog=exit_status("retire"))
 def retire(
-    hand: Annotated[str, typer.Argument(help="The hand to forget.", show_default=False)],
+    hand: Annotated[
+        str, typer.Argument(metavar="HAND", help="The hand to forget.", show_default=False)
+    ],
     timeout: Annotated[
-        float, typer.Option("--timeout", "-t", help="Seconds to wait for an answer.", min=0.1)
+        float,
+        typer.Option(
+            "--timeout", "-t", metavar="SECONDS", help="Seconds to wait for an answer.", min=0.1
+        ),
     ] = 5.0,
-    url: Annotated[
-        str,
-        typer.Option("--url", envvar="HAND_MQTT_WEB_URL", help="web: the page's address."),
-    ] = "http://127.0.0.1:8080/",
     broker: BrokerOption = DEFAULT_BROKER,
     ca_file: CaFileOption = None,
     base: BaseOption = DEFAULT_BASE,

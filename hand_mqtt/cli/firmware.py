@@ -13,6 +13,7 @@ import typer
 from hand_mqtt.devtools import firmware as fw
 from hand_mqtt.devtools.firmware import BuildResult
 
+from .base import exit_status
 from .common import VerboseOption, handle_errors, setup_logging
 
 __all__ = ["app"]
@@ -36,13 +37,14 @@ def _report(result: BuildResult) -> None:
     typer.echo(f"HEX {result.hex}")
 
 
-@app.command()
+@app.command(epilog=exit_status("firmware build"))
 def build(
     out: Annotated[
         Path | None,
         typer.Option(
             "--out",
             "-o",
+            metavar="DIR",
             help="Build folder (default: firmware/build in a checkout, else a cache folder).",
             file_okay=False,
         ),
@@ -56,12 +58,14 @@ def build(
     _report(result)
 
 
-@app.command()
+@app.command(epilog=exit_status("firmware export"))
 def export(
     directory: Annotated[
         Path,
         typer.Argument(
-            help="Where to write the sketch folder hand/ (created if missing).", file_okay=False
+            metavar="DIR",
+            help="Where to write the sketch folder hand/ (created if missing).",
+            file_okay=False,
         ),
     ],
     force: Annotated[
@@ -104,7 +108,7 @@ class _Progress:
             self._open_bar = False
 
 
-@app.command()
+@app.command(epilog=exit_status("firmware flash"))
 def flash(
     port: Annotated[
         str,
@@ -112,16 +116,22 @@ def flash(
             "--port",
             "-p",
             envvar="HAND_MQTT_SERIAL",
+            metavar="PORT",
             help="The Uno's serial port: /dev/ttyACM0, /dev/ttyUSB0, …",
         ),
     ],
     hex_file: Annotated[
         Path | None,
         typer.Option(
-            "--hex", help="Image to write (default: build the firmware first).", dir_okay=False
+            "--hex",
+            metavar="FILE",
+            help="Image to write (default: build the firmware first).",
+            dir_okay=False,
         ),
     ] = None,
-    baudrate: Annotated[int, typer.Option(help="Bootloader speed (Uno: 115200).")] = 115200,
+    baudrate: Annotated[
+        int, typer.Option(metavar="BAUD", help="Bootloader speed (Uno: 115200).")
+    ] = 115200,
     verbose: VerboseOption = 0,
 ) -> None:
     """Write the firmware to an Arduino Uno through its bootloader with avrdude."""

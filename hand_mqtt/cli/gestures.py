@@ -16,6 +16,7 @@ from hand_mqtt.errors import ConfigError
 from hand_mqtt.gestures import MAX_REPEAT, MAX_STEPS, check_name, recorded_gesture
 from hand_mqtt.model import FINGERS, HandState, PoseBook
 
+from .base import NOT_SERVED, exit_status
 from .common import (
     DEFAULT_BASE,
     DEFAULT_BROKER,
@@ -27,9 +28,11 @@ from .common import (
     TimeoutOption,
     VerboseOption,
     broker_url,
+    fail,
     handle_errors,
     setup_logging,
     topics,
+    unserved,
 )
 from .shutdown import StopSignals
 
@@ -53,14 +56,24 @@ def _angles(state: HandState) -> str:
     return "  ".join(f"{f} {a}" for f, a in zip(FINGERS, state.angles, strict=True))
 
 
-@app.command()
+@app.command(rich_help_panel="Drive the hand", epilog=exit_status("play"))
 def play(
     name: Annotated[
-        str, typer.Argument(help="count, wave, or a gesture from the arbiter's poses file.")
+        str,
+        typer.Argument(
+            metavar="NAME", help="count, wave, or a gesture from the arbiter's poses file."
+        ),
     ],
     repeat: Annotated[
         int,
-        typer.Option("--repeat", "-n", min=1, max=MAX_REPEAT, help="Play it this many times."),
+        typer.Option(
+            "--repeat",
+            "-n",
+            metavar="N",
+            min=1,
+            max=MAX_REPEAT,
+            help="Play it this many times.",
+        ),
     ] = 1,
     wait: Annotated[
         bool,
@@ -78,6 +91,9 @@ def play(
     """Have the arbiter play a gesture; any later command ends it."""
     setup_logging(verbose, service=False)
     with handle_errors(), _client(broker, ca_file, base, hand, timeout) as client:
+        reason = unserved(client)
+        if reason is not None:
+            raise fail(reason, NOT_SERVED)
         state = client.play(name, repeat=repeat, wait="finished" if wait else "accepted")
         gesture = client.gestures.get(name)
     if wait:
@@ -91,22 +107,33 @@ def play(
     typer.echo(f"{base}/{hand}: playing {name}{length}; step 1 version {state.version}")
 
 
-@app.command()
+@app.command(rich_help_panel="Drive the hand", epilog=exit_status("record"))
 def record(
     file: Annotated[
         Path,
         typer.Argument(
+            metavar="FILE",
             help="Poses file (TOML) to add the gesture to; made if it does not exist.",
             dir_okay=False,
         ),
     ],
-    name: Annotated[str, typer.Option("--name", help="The gesture's name.", show_default=False)],
+    name: Annotated[
+        str,
+        typer.Option("--name", metavar="NAME", help="The gesture's name.", show_default=False),
+    ],
     steps: Annotated[
         int | None,
-        typer.Option("--steps", min=1, max=MAX_STEPS, help="Stop after this many changes."),
+        typer.Option(
+            "--steps",
+            metavar="N",
+            min=1,
+            max=MAX_STEPS,
+            help="Stop after this many changes.",
+        ),
     ] = None,
     duration: Annotated[
-        float | None, typer.Option("--for", min=0, help="Stop after this many seconds.")
+        float | None,
+        typer.Option("--for", metavar="SECONDS", min=0, help="Stop after this many seconds."),
     ] = None,
     broker: BrokerOption = DEFAULT_BROKER,
     ca_file: CaFileOption = None,
@@ -146,7 +173,10 @@ def record(
                     states.append((time.monotonic(), desired.angles))
                     at = states[-1][0] - states[0][0]
                     typer.echo(f"  {at:7.2f} s  {_angles(desired)}  {desired.pose or ''}")
-            gesture = recorded_gesture(name, states, time.monotonic())
+            try:
+                gesture = recorded_gesture(name, states, time.monotonic())
+            except ConfigError as exc:  # nothing recorded: a failure, not a usage error
+                raise fail(str(exc), 1) from None
         _write(
             file,
             existing,

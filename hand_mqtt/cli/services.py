@@ -4,25 +4,29 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import errno
+import shlex
 import sys
-import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from hand_mqtt.clients.client import HandClient, Snapshot
+from hand_mqtt.clients.client import HandClient
 from hand_mqtt.clients.homeassistant import DEFAULT_PREFIX, Discovery
-from hand_mqtt.errors import ConfigError
+from hand_mqtt.errors import BrokerStartError, ConfigError
 from hand_mqtt.hardware.calibration import Calibration
 from hand_mqtt.hardware.protocol import DeviceConfig, FailsafeAction
-from hand_mqtt.model import FINGERS, PoseBook
+from hand_mqtt.model import PoseBook
 from hand_mqtt.mqtt import BrokerUrl, MqttClient
 from hand_mqtt.services.arbiter import Arbiter
 from hand_mqtt.services.device import DeviceService, DeviceSettings
 from hand_mqtt.services.journal import StateJournal
 from hand_mqtt.topics import validate_hand_name
 
+from .base import exit_status, invocation
 from .clients import DiscoveryPrefixOption
 from .common import (
     DEFAULT_BASE,
@@ -37,7 +41,6 @@ from .common import (
     RelaxOnExitOption,
     VerboseOption,
     broker_url,
-    cell,
     handle_errors,
     parse_pins,
     setup_logging,
@@ -58,6 +61,7 @@ PosesOption = Annotated[
     typer.Option(
         "--poses",
         envvar="HAND_MQTT_POSES",
+        metavar="FILE",
         help="TOML file with extra poses ([poses] name = [5 angles]).",
         exists=True,
         dir_okay=False,
@@ -104,6 +108,7 @@ FailsafeTimeoutOption = Annotated[
     float,
     typer.Option(
         "--failsafe-timeout",
+        metavar="SECONDS",
         help="Seconds without a frame before the firmware's failsafe acts (0 = never).",
         min=0,
         max=65.0,
@@ -111,13 +116,20 @@ FailsafeTimeoutOption = Annotated[
 ]
 FailsafeOption = Annotated[
     FailsafeChoice,
-    typer.Option("--failsafe", help="What the failsafe does: hold, or move to --safe-pose."),
+    typer.Option(
+        "--failsafe",
+        metavar="hold|pose",
+        help="What the failsafe does: hold, or move to --safe-pose.",
+    ),
 ]
-SafePoseOption = Annotated[str, typer.Option("--safe-pose", help="Pose for --failsafe pose.")]
+SafePoseOption = Annotated[
+    str, typer.Option("--safe-pose", metavar="POSE", help="Pose for --failsafe pose.")
+]
 SpeedOption = Annotated[
     int,
     typer.Option(
         "--speed",
+        metavar="DEG/S",
         help="Servo speed in degrees per second (0 = as fast as it can).",
         min=0,
         max=65535,
@@ -128,6 +140,7 @@ CalibrationOption = Annotated[
     typer.Option(
         "--calibration",
         envvar="HAND_MQTT_CALIBRATION",
+        metavar="FILE",
         help="Per-finger calibration file (docs/calibration.md).",
         dir_okay=False,
     ),
@@ -136,21 +149,27 @@ HoldTimeoutOption = Annotated[
     float | None,
     typer.Option(
         "--hold-timeout",
+        metavar="SECONDS",
         help="Relax a finger that has held its target this many seconds (default: never).",
         min=0,
     ),
 ]
 
 
-@app.command()
+@app.command(rich_help_panel="Run the system", epilog=exit_status("broker"))
 def broker(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 1883,
+    host: Annotated[
+        str, typer.Option(metavar="ADDRESS", help="Address to listen on.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(metavar="PORT", help="Port to listen on.", min=0, max=65535)
+    ] = 1883,
     password_file: Annotated[
         Path | None,
         typer.Option(
             "--password-file",
             envvar="HAND_MQTT_PASSWORD_FILE",
+            metavar="FILE",
             help="Mosquitto password file: only these users get in (hand-mqtt users add ...).",
             dir_okay=False,
         ),
@@ -160,6 +179,7 @@ def broker(
         typer.Option(
             "--acl-file",
             envvar="HAND_MQTT_ACL_FILE",
+            metavar="FILE",
             help="Mosquitto ACL file: check every publish and subscription against it.",
             dir_okay=False,
         ),
@@ -174,7 +194,11 @@ def broker(
     websockets: Annotated[
         int | None,
         typer.Option(
-            "--websockets", help="Also serve MQTT over websockets on this port.", min=0, max=65535
+            "--websockets",
+            metavar="PORT",
+            help="Also serve MQTT over websockets on this port.",
+            min=0,
+            max=65535,
         ),
     ] = None,
     verbose: VerboseOption = 0,
@@ -184,7 +208,7 @@ def broker(
 
     setup_logging(verbose, service=True)
     with StopSignals() as signals:
-        with handle_errors():
+        with handle_errors(), _port_in_use("use --port to choose another"):
             embedded = EmbeddedBroker(
                 host,
                 port,
@@ -203,16 +227,20 @@ def broker(
             embedded.stop()
 
 
-@app.command()
+@app.command(rich_help_panel="Run the system", epilog=exit_status("arbiter"))
 def arbiter(
     hands: Annotated[
         list[str] | None,
-        typer.Option("--hand", envvar="HAND_MQTT_HAND", help="Hand to serve (repeatable)."),
+        typer.Option(
+            "--hand", envvar="HAND_MQTT_HAND", metavar="NAME", help="Hand to serve (repeatable)."
+        ),
     ] = None,
     all_hands: Annotated[
         bool, typer.Option("--all-hands", help="Serve every hand under the base topic.")
     ] = False,
-    max_hands: Annotated[int, typer.Option(help="Limit for --all-hands.", min=1)] = 1000,
+    max_hands: Annotated[
+        int, typer.Option(metavar="N", help="Limit for --all-hands.", min=1)
+    ] = 1000,
     poses: PosesOption = None,
     homeassistant: Annotated[
         bool,
@@ -228,6 +256,7 @@ def arbiter(
         typer.Option(
             "--state-file",
             envvar="HAND_MQTT_STATE_FILE",
+            metavar="FILE",
             help="Keep every hand's state in this file too, so that a crash of the broker "
             "and the arbiter together loses nothing.",
             dir_okay=False,
@@ -278,7 +307,7 @@ def arbiter(
             service.stop()
 
 
-@app.command()
+@app.command(rich_help_panel="Run the system", epilog=exit_status("device"))
 def device(
     serial: Annotated[
         str,
@@ -286,12 +315,13 @@ def device(
             "--serial",
             "-s",
             envvar="HAND_MQTT_SERIAL",
+            metavar="PORT",
             help="Serial port or URL: /dev/ttyACM0, socket://host:port, rfc2217://…",
         ),
     ],
     baudrate: Annotated[
         int | None,
-        typer.Option(help="Serial speed [default: 115200, with --firmata 57600]."),
+        typer.Option(metavar="BAUD", help="Serial speed [default: 115200, with --firmata 57600]."),
     ] = None,
     firmata: FirmataOption = False,
     pins: PinsOption = "11,10,9,6,5",
@@ -350,17 +380,26 @@ def device(
         raise typer.Exit(3)
 
 
-@app.command()
+@app.command(rich_help_panel="Run the system", epilog=exit_status("simulate"))
 def simulate(
     tcp: Annotated[
         int | None,
-        typer.Option("--tcp", help="Serve on socket://127.0.0.1:PORT instead of a pty.", min=0),
+        typer.Option(
+            "--tcp",
+            metavar="PORT",
+            help="Serve on socket://127.0.0.1:PORT instead of a pty.",
+            min=0,
+        ),
     ] = None,
     link: Annotated[
-        Path | None, typer.Option("--link", help="Directory for the pty's stable symlink.")
+        Path | None,
+        typer.Option("--link", metavar="DIR", help="Directory for the pty's stable symlink."),
     ] = None,
     host: Annotated[
-        str, typer.Option("--host", help="Address for --tcp (0.0.0.0: every interface).")
+        str,
+        typer.Option(
+            "--host", metavar="ADDRESS", help="Address for --tcp (0.0.0.0: every interface)."
+        ),
     ] = "127.0.0.1",
     verbose: VerboseOption = 0,
 ) -> None:
@@ -382,11 +421,13 @@ def simulate(
             hand.stop()
 
 
-@app.command()
+@app.command(rich_help_panel="Run the system", epilog=exit_status("up"))
 def up(
     serial: Annotated[
         str | None,
-        typer.Option("--serial", "-s", help="Drive a real hand on this port instead."),
+        typer.Option(
+            "--serial", "-s", metavar="PORT", help="Drive a real hand on this port instead."
+        ),
     ] = None,
     emulate: Annotated[
         bool,
@@ -405,13 +446,17 @@ def up(
             "--broker",
             "-b",
             envvar="HAND_MQTT_BROKER",
-            help="Use this broker instead of the embedded one.",
+            metavar="URL",
+            help="Use this broker (mqtt://, mqtts://, ws://, wss://) instead of the embedded one.",
         ),
     ] = None,
     host: Annotated[
-        str, typer.Option(help="Address of the embedded broker and the web page.")
+        str,
+        typer.Option(metavar="ADDRESS", help="Address of the embedded broker and the web page."),
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Embedded broker port.", min=0, max=65535)] = 1883,
+    port: Annotated[
+        int, typer.Option(metavar="PORT", help="Embedded broker port.", min=0, max=65535)
+    ] = 1883,
     web: Annotated[
         bool,
         typer.Option(
@@ -421,12 +466,19 @@ def up(
     ] = True,
     web_port: Annotated[
         int,
-        typer.Option("--web-port", help="Port of the web page (0: any free).", min=0, max=65535),
+        typer.Option(
+            "--web-port",
+            metavar="PORT",
+            help="Port of the web page (0: any free).",
+            min=0,
+            max=65535,
+        ),
     ] = 8080,
     ws_port: Annotated[
         int,
         typer.Option(
             "--ws-port",
+            metavar="PORT",
             help="Port of the embedded broker's websockets listener (0: any free).",
             min=0,
             max=65535,
@@ -437,10 +489,17 @@ def up(
         typer.Option(
             "--broker-ws",
             envvar="HAND_MQTT_BROKER_WS",
+            metavar="URL",
             help="With --broker: its websockets URL as browsers reach it, for the web page.",
         ),
     ] = None,
-    live: Annotated[bool, typer.Option("--live/--no-live", help="Show the live view.")] = True,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live/--no-live",
+            help="Show the live view (redrawn in place on a terminal, else one line a change).",
+        ),
+    ] = True,
     failsafe_timeout: FailsafeTimeoutOption = 2.0,
     failsafe: FailsafeOption = FailsafeChoice.hold,
     safe_pose: SafePoseOption = "open",
@@ -456,7 +515,14 @@ def up(
     from hand_mqtt.clients.web import check_broker_ws
     from hand_mqtt.services.stack import Stack, StackSettings
 
+    from .live import LiveView
+
     setup_logging(verbose, service=verbose > 0)
+    other = port + 1 if 0 < port < 65535 else 1884
+    way_out = (
+        f"start on another port with --port {other} (make run ARGS='--port {other}'), "
+        f"or use the broker that is there with --broker mqtt://{host}:{port}"
+    )
     with handle_errors():
         book = _poses(poses)
         stack = Stack(
@@ -489,11 +555,12 @@ def up(
             )
         )
     with StopSignals() as signals:
-        with handle_errors():
+        with handle_errors(), _port_in_use(way_out):
             stack.start()
         viewer: HandClient | None = None
+        view: LiveView | None = None
         try:
-            _welcome(stack, base, hand, emulate, firmata)
+            typer.echo(banner(stack, base, hand, emulate, firmata))
             if live:
                 viewer = HandClient(
                     broker_url(stack.url),
@@ -502,18 +569,47 @@ def up(
                     name="live",
                     require_state=False,
                 )
-                viewer.add_listener(_LiveView())
+                view = LiveView(f"{base}/{hand}", viewer.snapshot)
+                viewer.add_listener(view.changed)
                 with handle_errors():
                     viewer.connect(5.0)
+                view.start()
             signals.wait()
         finally:
-            typer.echo("\nstopping…", err=True)
+            if view is not None:
+                view.stop()
+            typer.echo("stopping…", err=True)
             if viewer is not None:
                 viewer.close()
             stack.stop()
 
 
-def _welcome(stack: Stack, base: str, hand: str, emulate: bool, firmata: bool) -> None:
+def _relative(command: str) -> bool:
+    """Whether the command names its program by a path relative to the current folder."""
+    program = shlex.split(command)[0]
+    return "/" in program and not program.startswith("/")
+
+
+@contextmanager
+def _port_in_use(way_out: str) -> Iterator[None]:
+    """Add the way out to the sentence when the embedded broker's port is taken."""
+    try:
+        yield
+    except BrokerStartError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
+            error = BrokerStartError(f"{exc}: {way_out}")
+            raise error from cause
+        raise
+
+
+def banner(stack: Stack, base: str, hand: str, emulate: bool, firmata: bool = False) -> str:
+    """What ``up`` says once every part serves: where things are, and commands to try.
+
+    Every command is printed so that it works as printed: the way this process was started
+    (``.venv/bin/hand-mqtt`` after ``make run``), and the broker, base and hand options
+    whenever they are not the defaults. A password is never printed.
+    """
     firmware = "StandardFirmata" if firmata else "bundled firmware"
     if stack.settings.serial:
         what = f"real hand ({firmware}) on {stack.serial_url}"
@@ -521,59 +617,45 @@ def _welcome(stack: Stack, base: str, hand: str, emulate: bool, firmata: bool) -
         what = f"{firmware} in the emulator on {stack.serial_url}"
     else:
         what = f"simulated hand on {stack.serial_url}"
-    broker_note = "" if stack.settings.broker else " (embedded)"
-    # Shown without the password the URL may carry.
-    where = BrokerUrl.parse(stack.url)
+    url = BrokerUrl.parse(stack.url)
+    shown_url = str(url)
+    options = ""
+    if shown_url != DEFAULT_BROKER:
+        options += f" --broker {shown_url}"
+    if base != DEFAULT_BASE:
+        options += f" --base {base}"
+    if hand != DEFAULT_HAND:
+        options += f" --hand {hand}"
+    command = invocation()
+    tries = [
+        "pose peace",
+        "set index 90",
+        "nudge thumb -15",
+        "angles 180 - 0 0 -",
+        "state",
+        "watch",
+    ]
+    lines = [
+        "hand-mqtt is up",
+        f"  broker   {shown_url}{'' if stack.settings.broker else ' (embedded)'}",
+    ]
     if stack.web is not None:
-        browsers = f"""  ws       {stack.ws_url} (MQTT over websockets, for browsers)
-  web page {stack.web.url}
-"""
+        lines += [
+            f"  ws       {stack.ws_url} (MQTT over websockets, for browsers)",
+            f"  web page {stack.web.url}",
+        ]
     elif stack.settings.web_port is not None:
-        browsers = "  web page off: give --broker-ws with --broker\n"
-    else:
-        browsers = ""
-    typer.echo(
-        f"""hand-mqtt is up
-  broker   {where}{broker_note}
-{browsers}  hand     {base}/{hand}: {what}
-
-Try, in another terminal:
-  hand-mqtt pose peace
-  hand-mqtt set index 90
-  hand-mqtt nudge thumb -15
-  hand-mqtt angles 180 - 0 0 -
-  hand-mqtt state
-  mosquitto_pub -h {where.host} -p {where.port} -t {base}/{hand}/index/set -m 90
-
-Ctrl-C stops everything.
-"""
-    )
-
-
-class _LiveView:
-    """Prints desired vs reported whenever either changes (one line, redrawn on a terminal)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._last = ""
-        self._tty = sys.stdout.isatty()
-
-    def __call__(self, snap: Snapshot) -> None:
-        desired = snap.desired.angles if snap.desired else (None,) * 5
-        reported = snap.reported.angles if snap.reported else (None,) * 5
-        cells = "  ".join(
-            f"{f[:5]} {cell(d)}/{cell(r)}"
-            for f, d, r in zip(FINGERS, desired, reported, strict=True)
+        lines.append("  web page off: give --broker-ws with --broker")
+    lines += [
+        f"  hand     {base}/{hand}: {what}",
+        "",
+        "Try, in another terminal" + (" (in this folder):" if _relative(command) else ":"),
+        *(f"  {command} {args}{options}" for args in tries),
+    ]
+    if not url.tls and not url.websockets:
+        login = f" -u {url.username} -P PASSWORD" if url.username else ""
+        lines.append(
+            f"  mosquitto_pub -h {url.host} -p {url.port}{login} -t {base}/{hand}/index/set -m 90"
         )
-        pose = (snap.desired.pose if snap.desired else None) or "-"
-        link = snap.reported.link if snap.reported else "?"
-        line = f"desired/reported  {cells}  pose {pose}  link {link}"
-        with self._lock:
-            if line == self._last:
-                return
-            self._last = line
-            if self._tty:
-                sys.stdout.write("\r\x1b[2K" + line)
-            else:
-                sys.stdout.write(line + "\n")
-            sys.stdout.flush()
+    lines += ["", "Ctrl-C stops everything."]
+    return "\n".join(lines) + "\n"

@@ -31,7 +31,7 @@ from hand_mqtt.clients.core import (
     Wait,
 )
 from hand_mqtt.gestures import Gesture
-from hand_mqtt.model import ErrorReport, HandState, Reported
+from hand_mqtt.model import ErrorReport, HandState, Reported, ServedHands
 from hand_mqtt.mqtt import BrokerUrl
 from hand_mqtt.topics import HandTopics, Topics
 
@@ -196,6 +196,15 @@ class HandClient:
     def errors(self) -> list[ErrorReport]:
         """The latest refusals the arbiter sent for this hand, oldest first."""
         return self._core.errors
+
+    @property
+    def served(self) -> ServedHands | None:
+        """Which hands the arbiter announced it serves (None: not announced)."""
+        return self._core.served
+
+    def unserved(self) -> str | None:
+        """Why no arbiter will answer a command for this hand (a sentence), or None."""
+        return self._core.unserved()
 
     def snapshot(self) -> Snapshot:
         """Desired, reported and both availabilities, read together."""

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from hand_mqtt.errors import CommandError, MqttError, NoAnswerError
 from hand_mqtt.gestures import Gesture, GestureStep
-from hand_mqtt.model import FINGERS, ErrorReport, HandState, Reported
+from hand_mqtt.model import FINGERS, ErrorReport, HandState, Reported, ServedHands
 from hand_mqtt.mqtt import BrokerUrl, Message, MqttClient
 from hand_mqtt.topics import HandTopics, Topics
 
@@ -140,6 +140,7 @@ class ClientCore:
         self._device: str | None = None
         self._arbiter: str | None = None
         self._poses: dict[str, tuple[int, ...]] = {}
+        self._served: ServedHands | None = None
         self._errors: list[ErrorReport] = []
         self._pending: dict[str, Pending] = {}
         self._arriving: list[Pending] = []
@@ -165,7 +166,8 @@ class ClientCore:
         if not self._started:
             self._subscribe()
             self._started = True
-        self.mqtt.connect(timeout)
+        # A refused connection is final: say so now, not after the timeout.
+        self.mqtt.connect(timeout, wait_for_broker=False)
         if not self.mqtt.wait_synced(
             self.topics.sync(self.mqtt.client_id),
             max(0.0, deadline - time.monotonic()),
@@ -178,9 +180,11 @@ class ClientCore:
             )
         if require_state and self.snapshot().desired is None:
             self.mqtt.stop()
+            why = self.unserved() or (
+                f"is 'hand-mqtt arbiter' running and serving {self.hand_topics.hand}?"
+            )
             raise NoAnswerError(
-                f"no state for {self.hand_topics.root} on the broker at {self.url}: is "
-                f"'hand-mqtt arbiter' running and serving {self.hand_topics.hand}?"
+                f"no state for {self.hand_topics.root} on the broker at {self.url}: {why}"
             )
 
     def close(self) -> None:
@@ -216,6 +220,7 @@ class ClientCore:
         self.mqtt.subscribe(self.topics.bridge_state, self._on_bridge)
         self.mqtt.subscribe(self.topics.bridge_poses, self._on_poses)
         self.mqtt.subscribe(self.topics.bridge_gestures, self._on_gestures)
+        self.mqtt.subscribe(self.topics.bridge_hands, self._on_served)
 
     def _have_all(self) -> bool:
         """Whether every retained topic has arrived: then connecting need not wait longer."""
@@ -245,6 +250,32 @@ class ClientCore:
         """The latest refusals seen for this hand, oldest first (at most 50)."""
         with self._lock:
             return list(self._errors)
+
+    @property
+    def served(self) -> ServedHands | None:
+        """Which hands the arbiter announced it serves (None: not announced)."""
+        with self._lock:
+            return self._served
+
+    def unserved(self) -> str | None:
+        """Why no arbiter will answer a command for this hand, or None when one should.
+
+        Known at once from the retained ``bridge/state`` and ``bridge/hands``, so a caller
+        need not wait for a timeout to say so.
+        """
+        with self._lock:
+            arbiter, served = self._arbiter, self._served
+        if arbiter != "online":
+            said = "never started" if arbiter is None else f"says {arbiter[:16]}"
+            return (
+                f"no arbiter is running for the base topic {self.topics.base!r} at "
+                f"{self.url} (its bridge/state: {said})"
+            )
+        hand = self.hand_topics.hand
+        if served is not None and not served.serves(hand):
+            names = ", ".join(served.hands) or "no hand"
+            return f"the arbiter at {self.url} serves {names}, not {hand}"
+        return None
 
     def listen(
         self, listener: Listener, on_close: Callable[[], None] | None = None
@@ -480,6 +511,14 @@ class ClientCore:
             self._gestures = gestures
             snapshot = Snapshot(self._desired, self._reported, self._device, self._arbiter)
         self._tell(snapshot)
+
+    def _on_served(self, message: Message) -> None:
+        try:
+            served: ServedHands | None = ServedHands.model_validate_json(message.payload)
+        except ValidationError:
+            served = None
+        with self._lock:
+            self._served = served
 
     def _on_poses(self, message: Message) -> None:
         try:

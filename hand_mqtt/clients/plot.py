@@ -1,8 +1,8 @@
 """A 3D picture of the hand: pure geometry, and drawing with matplotlib (optional).
 
 The geometry (:func:`finger_chains`) needs nothing but the standard library. Drawing needs
-matplotlib, installed with ``pip install 'hand-mqtt[plot]'``; :func:`require_matplotlib` turns its
-absence into one :class:`~hand_mqtt.errors.ConfigError` with that advice.
+matplotlib (the ``plot`` extra, or ``pip install matplotlib``); :func:`require_matplotlib`
+turns its absence into one :class:`~hand_mqtt.errors.ConfigError` with that advice.
 
 Coordinates are millimetres in the hand's own frame, seen from the palm side: ``x`` runs across
 the palm from the index finger towards the little finger, ``y`` from the wrist towards the
@@ -41,7 +41,7 @@ __all__ = [
 
 Point = tuple[float, float, float]
 
-INSTALL_HINT: Final = "matplotlib is not installed: pip install 'hand-mqtt[plot]'"
+INSTALL_HINT: Final = "matplotlib is not installed: pip install 'matplotlib>=3.7'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +190,16 @@ _COLOURS: Final = {
 }
 
 
+_LABEL_SIDE: Final = {
+    "index": "right",
+    "middle": "center",
+    "ring": "left",
+    "pinky": "left",
+    "thumb": "right",
+}
+_LABEL_SHIFT: Final = {"right": -4.0, "center": 0.0, "left": 4.0}
+
+
 def _screen(points: Sequence[Point]) -> tuple[list[float], list[float], list[float]]:
     """Hand frame to plot axes: fingers point up, the palm faces the viewer."""
     return [p[0] for p in points], [-p[2] for p in points], [p[1] for p in points]
@@ -226,11 +236,24 @@ def _draw(
         axes.plot(xs, ys, zs, color=_COLOURS[finger], lw=6, solid_capstyle="round", zorder=3)
         axes.scatter(xs, ys, zs, color=_COLOURS[finger], s=30, depthshade=False, zorder=4)
         if not compact:
-            axes.text(xs[-1], ys[-1], zs[-1] + 5, f"{finger} {angle:g}", fontsize=8)
+            # Beside the fingertip, away from its neighbours (index and thumb to the left,
+            # ring and pinky to the right), and drawn last, so no finger hides a label.
+            align = _LABEL_SIDE[finger]
+            axes.text(
+                xs[-1] + _LABEL_SHIFT[align],
+                ys[-1],
+                zs[-1] + 6,
+                f"{finger} {angle:g}",
+                fontsize=8,
+                ha=align,
+                zorder=10,
+                bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.8},
+            )
     axes.set_xlim(-60, 90)
     axes.set_ylim(-110, 40)
     axes.set_zlim(-10, 170)
-    axes.set_box_aspect((150, 150, 180))
+    # Zoomed out a little, so the axis titles fit inside the figure.
+    axes.set_box_aspect((150, 150, 180), zoom=0.88)
     if compact:
         axes.set_xticklabels([])
         axes.set_yticklabels([])

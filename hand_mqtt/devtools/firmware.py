@@ -257,13 +257,32 @@ def _is_device_path(port: str) -> bool:
 
 def check_flash_target(port: str) -> None:
     """Raise :class:`FirmwareError` when avrdude is missing or ``port`` is a device path that
-    does not exist (checked before anything slow, such as a build)."""
+    does not exist or is not a serial device (checked before anything slow, such as a build)."""
     _need("avrdude", FLASH_PACKAGES)
-    if _is_device_path(port) and not Path(port).exists():
+    if not _is_device_path(port):
+        return
+    if not Path(port).exists():
         raise FirmwareError(
             f"the serial port {port} does not exist; is the Uno plugged in? "
             "(see `ls /dev/ttyACM* /dev/ttyUSB*`)"
         )
+    if not _is_serial_device(port):
+        raise FirmwareError(
+            f"{port} is not a serial port; an Uno shows up as /dev/ttyACM0 or /dev/ttyUSB0 "
+            "(see `ls /dev/ttyACM* /dev/ttyUSB*`)"
+        )
+
+
+def _is_serial_device(port: str) -> bool:
+    """Whether ``port`` is a terminal device, as every serial port is (``/dev/null`` is not)."""
+    try:
+        fd = os.open(port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError:
+        return False  # a port that cannot be opened cannot be flashed either
+    try:
+        return os.isatty(fd)
+    finally:
+        os.close(fd)
 
 
 def flash(
@@ -321,6 +340,8 @@ def flash(
     finally:
         proc.stdout.close()
     if returncode != 0:
+        if progress is not None:  # its output was shown as it came: do not repeat it
+            raise FirmwareError(f"avrdude failed (exit {returncode}) flashing {port}; see above")
         quoted = "\n".join(lines[-_OUTPUT_TAIL:])
         raise FirmwareError(f"avrdude failed (exit {returncode}) flashing {port}:\n{quoted}")
     logger.info("flashed %s to %s", hex_file, port)

@@ -45,6 +45,7 @@ from hand_mqtt.model import (
     GestureProgress,
     HandState,
     PoseBook,
+    ServedHands,
     excerpt,
 )
 from hand_mqtt.mqtt import Message, MqttClient, Will
@@ -207,6 +208,8 @@ class Arbiter:
         self.client.publish(self.topics.bridge_poses, json.dumps(poses), retain=True)
         gestures = {name: gesture.to_dict() for name, gesture in self.poses.gestures.items()}
         self.client.publish(self.topics.bridge_gestures, json.dumps(gestures), retain=True)
+        served = ServedHands(hands=tuple(self._fixed or ()), all_hands=self._fixed is None)
+        self.client.publish(self.topics.bridge_hands, served.model_dump_json(), retain=True)
         if not self._synced:
             self.client.when_synced(self._sync_topic, self._on_synced)
         for hand in list(self._states):

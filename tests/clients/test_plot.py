@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from hand_mqtt import BUILTIN_POSES, FINGERS, BrokerUrl, Topics
+from hand_mqtt import BUILTIN_POSES, FINGERS, Arbiter, BrokerUrl, MqttClient, PoseBook, Topics
 from hand_mqtt.cli import app
 from hand_mqtt.clients.plot import (
     FINGER_GEOMETRY,
@@ -159,9 +159,16 @@ def test_plot_angles_and_bad_input(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "thumb" in result.output
 
-    result = runner.invoke(app, ["plot", "--pose", "wave", "-o", str(out)])
+    # Not built in, and no broker to ask (nothing listens on port 1): said in one line.
+    result = runner.invoke(
+        app, ["plot", "--pose", "wave", "-o", str(out), "--broker", "mqtt://127.0.0.1:1"]
+    )
     assert result.exit_code == 2
-    assert "unknown pose 'wave'" in result.output
+    assert result.output.startswith(
+        "error: unknown pose 'wave': it is not built in, and the running arbiter's poses could "
+        "not be read (could not connect to the broker at mqtt://127.0.0.1:1: nothing is "
+        "listening there (connection refused)); give the arbiter's poses file with --poses"
+    ), result.output
 
 
 @pytest.mark.usefixtures("matplotlib_present")
@@ -202,8 +209,42 @@ def test_plot_current_state_from_the_broker(
     result = CliRunner().invoke(
         app, ["plot", "-o", str(out), "--broker", mosquitto_broker.url, "--base", "nobody"]
     )
-    assert result.exit_code == 1
-    assert "no state for nobody/hand1" in result.output
+    assert result.exit_code == 3
+    assert "error: no state for nobody/hand1 on the broker: no arbiter is running" in (
+        result.output
+    )
+
+
+@pytest.mark.usefixtures("matplotlib_present")
+def test_plot_a_pose_the_running_arbiter_announces(
+    mosquitto_broker: RunningBroker, topics: Topics, tmp_path: Path
+) -> None:
+    poses = tmp_path / "poses.toml"
+    poses.write_text("[poses]\nwave = [180, 90, 90, 90, 180]\n")
+    url = BrokerUrl.parse(mosquitto_broker.url)
+    arbiter = Arbiter(
+        MqttClient(url, name="arbiter"), topics=topics, poses=PoseBook.from_file(poses)
+    )
+    arbiter.start()
+    try:
+        assert arbiter.wait_ready(10)
+        runner = CliRunner(env={"HAND_MQTT_BROKER": mosquitto_broker.url})
+        out = tmp_path / "wave.png"
+        result = runner.invoke(
+            app, ["plot", "--pose", "wave", "-o", str(out), "--base", topics.base]
+        )
+        assert result.exit_code == 0, result.output
+        assert _colours(out) > 50
+        result = runner.invoke(
+            app, ["plot", "--pose", "dab", "-o", str(out), "--base", topics.base]
+        )
+        assert result.exit_code == 2
+        assert "error: unknown pose 'dab'; known poses: open, fist, peace, rockstar, okay, " in (
+            result.output
+        )
+        assert result.output.rstrip().endswith("phone, wave")
+    finally:
+        arbiter.stop()
 
 
 # -- without matplotlib -----------------------------------------------------------------
@@ -213,12 +254,13 @@ def test_missing_matplotlib_is_one_clear_line(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(ConfigError, match=r"pip install 'hand-mqtt\[plot\]'"):
+    with pytest.raises(ConfigError, match=r"pip install 'matplotlib>=3.7'"):
         require_matplotlib()
     result = CliRunner().invoke(app, ["plot", "--pose", "peace", "--out", str(tmp_path / "x.png")])
     assert result.exit_code == 1
-    assert (
-        result.output.strip() == "error: matplotlib is not installed: pip install 'hand-mqtt[plot]'"
+    # The command to run names this interpreter, so it installs where hand-mqtt runs.
+    assert result.output == (
+        f"error: matplotlib is not installed: {sys.executable} -m pip install 'matplotlib>=3.7'\n"
     )
     assert "Traceback" not in result.output
     assert not (tmp_path / "x.png").exists()

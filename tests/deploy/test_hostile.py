@@ -210,6 +210,7 @@ HOSTILE: list[tuple[str, bytes]] = [
     ("set", b'{"index": Infinity}'),
     ("set", b'{"index": 1e400}'),
     ("set", b'{"index": 90.5}'),
+    ("set", b'{"ring": 0.0e1}'),  # whole, but numbers are written in decimal digits only
     ("set", b'{"angles": [1, 2, 3]}'),
     ("set", b'{"angles": "open"}'),
     ("set", b'{"pose": ["peace"]}'),
@@ -237,7 +238,7 @@ HOSTILE: list[tuple[str, bytes]] = [
 ODD_BUT_VALID: list[tuple[str, bytes, tuple[int, ...]]] = [
     ("index/set", b"-0", (180, 180, 180, 180, 180)),  # a nudge of zero
     ("set", b'{"index": -0.0}', (0, 180, 180, 180, 180)),
-    ("set", b'{"ring": 0.0e1, "pinky": 1.0}', (180, 180, 0, 1, 180)),
+    ("set", b'{"ring": 0.00, "pinky": 1.0}', (180, 180, 0, 1, 180)),
     ("set", b'{"index": "90"}', (90, 180, 180, 180, 180)),  # a finger's text form in JSON
 ]
 

@@ -8,8 +8,10 @@ StandardFirmata tests with the reason, in CI too: everything else still runs.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -86,3 +88,14 @@ def standard_firmata_elf(toolchain: None) -> Path:
         if unreachable is None:
             raise
         pytest.skip(f"the npm registry cannot be reached ({unreachable}): {exc}")
+
+
+@pytest.fixture
+def port() -> Iterator[str]:
+    """A terminal device for avrdude's -P, as every serial port is: a pty's far end."""
+    controller, device = os.openpty()
+    try:
+        yield os.ttyname(device)
+    finally:
+        os.close(device)
+        os.close(controller)

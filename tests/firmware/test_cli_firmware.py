@@ -35,13 +35,6 @@ def fake_avrdude(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return record
 
 
-@pytest.fixture
-def port(tmp_path: Path) -> str:
-    device = tmp_path / "ttyACM0"
-    device.touch()
-    return str(device)
-
-
 def test_build_prints_sizes_against_the_budget_and_the_paths(
     toolchain: None, cli: CliRunner, tmp_path: Path
 ) -> None:
@@ -135,9 +128,22 @@ def test_flash_failure_exits_1_and_quotes_avrdude(
     image.write_text(":00000001FF\n")
     result = cli.invoke(app, ["firmware", "flash", "--port", port, "--hex", str(image)])
     assert result.exit_code == 1
-    assert "avrdude failed (exit 1)" in result.stderr
-    assert "device initialized" in result.stderr
+    assert result.stderr == f"error: avrdude failed (exit 1) flashing {port}; see above\n"
+    assert result.output.count("device initialized") == 1, "avrdude's output printed twice"
     assert "flashed" not in result.stdout
+
+
+def test_flash_to_dev_null_says_it_is_not_a_serial_port(
+    cli: CliRunner, fake_avrdude: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(fake_avrdude.parent))  # a build would fail: none happens
+    result = cli.invoke(app, ["firmware", "flash", "--port", "/dev/null"])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: /dev/null is not a serial port; an Uno shows up as /dev/ttyACM0 or "
+        "/dev/ttyUSB0 (see `ls /dev/ttyACM* /dev/ttyUSB*`)\n"
+    )
+    assert not fake_avrdude.exists(), "avrdude ran"
 
 
 def test_flash_of_a_missing_image_is_a_clear_error(

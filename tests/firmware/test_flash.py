@@ -43,13 +43,6 @@ def image(tmp_path: Path) -> Path:
     return hex_file
 
 
-@pytest.fixture
-def port(tmp_path: Path) -> str:
-    device = tmp_path / "ttyACM0"
-    device.touch()
-    return str(device)
-
-
 def test_flash_runs_avrdude_and_streams_its_output(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, image: Path, port: str
 ) -> None:
@@ -75,9 +68,31 @@ def test_flash_failure_quotes_avrdude(
     bin_dir.mkdir()
     install_fake_avrdude(bin_dir, code=1)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    shown: list[str] = []
     with pytest.raises(FirmwareError, match=r"avrdude failed \(exit 1\)") as caught:
-        firmware.flash(port, image, lambda _line: None)
+        firmware.flash(port, image, shown.append)
+    # Shown once as it came; the error does not repeat it.
+    assert any("device initialized" in line for line in shown)
+    assert str(caught.value) == f"avrdude failed (exit 1) flashing {port}; see above"
+    # Without a callback the output went to the log only, so the error quotes its end.
+    with pytest.raises(FirmwareError) as caught:
+        firmware.flash(port, image)
     assert "device initialized" in str(caught.value)
+
+
+def test_flash_to_something_that_is_not_a_serial_port_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, image: Path
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = install_fake_avrdude(bin_dir)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    plain_file = tmp_path / "ttyACM0"
+    plain_file.touch()
+    for target in ("/dev/null", str(plain_file)):
+        with pytest.raises(FirmwareError, match=f"^{target} is not a serial port; an Uno"):
+            firmware.flash(target, image)
+    assert not record.exists(), "avrdude ran"
 
 
 def test_flash_without_avrdude_says_how_to_install_it(

@@ -7,7 +7,15 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from hand_mqtt import Arbiter, BridgeResponse, BrokerUrl, MqttClient, PoseBook, Topics
+from hand_mqtt import (
+    Arbiter,
+    BridgeResponse,
+    BrokerUrl,
+    MqttClient,
+    PoseBook,
+    ServedHands,
+    Topics,
+)
 from hand_mqtt.cli import app
 from tests.support.system import Recorder, wait_until
 
@@ -271,3 +279,30 @@ def test_an_arbiter_answers_a_ping_and_refuses_to_retire_named_hands(
         client.stop()
         recorder.close()
         arbiter.stop()
+
+
+def test_bridge_hands_says_which_hands_are_served(broker_url: BrokerUrl, topics: Topics) -> None:
+    named = _arbiter(broker_url, topics, hands=["left", "right"])
+    recorder = Recorder(broker_url, topics.bridge_hands)
+    try:
+        wait_until(lambda: recorder.on(topics.bridge_hands), 5)
+        message = recorder.on(topics.bridge_hands)[-1]
+        assert message.retain  # retained: a client that connects later learns it at once
+        served = ServedHands.model_validate_json(message.payload)
+        assert served == ServedHands(hands=("left", "right"), all_hands=False)
+        assert served.serves("left")
+        assert not served.serves("hand1")
+    finally:
+        recorder.close()
+        named.stop()
+    every = _arbiter(broker_url, topics, hands=None)
+    recorder = Recorder(broker_url, topics.bridge_hands)
+    try:
+        wait_until(lambda: recorder.on(topics.bridge_hands), 5)
+        assert json.loads(recorder.on(topics.bridge_hands)[-1].payload) == {
+            "hands": [],
+            "all_hands": True,
+        }
+    finally:
+        recorder.close()
+        every.stop()

@@ -53,13 +53,18 @@ def test_play(system: System, cli: CliRunner) -> None:
         (["play", "count", "--repeat", "0"], 2, "--repeat"),
         (["play", "count", "--repeat", "101"], 2, "--repeat"),
         (["record", "x.toml"], 2, "--name"),
-        (["record", "x.toml", "--name", "Bad Name"], 1, "gesture name 'Bad Name' must be"),
+        (["record", "x.toml", "--name", "Bad Name"], 2, "gesture name 'Bad Name' must be"),
     ],
 )
 def test_gesture_command_errors(
-    cli: CliRunner, args: list[str], code: int, message: str, tmp_path: Path
+    cli: CliRunner,
+    args: list[str],
+    code: int,
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)  # back where it was after the test, for the tests that follow
     result = cli.invoke(app, args)
     assert result.exit_code == code, result.output
     assert message in result.output
@@ -69,7 +74,7 @@ def test_record_refuses_a_name_the_file_has(cli: CliRunner, tmp_path: Path) -> N
     file = tmp_path / "poses.toml"
     file.write_text("[poses]\nclaw = [90, 90, 90, 90, 90]\n")
     result = cli.invoke(app, ["record", str(file), "--name", "claw", "--for", "0"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # the file it names is wrong for that name
     assert "already has a pose or gesture called 'claw'" in result.output
     result = cli.invoke(app, ["record", str(file), "--name", "hi", "--for", "0"])
     assert result.exit_code == 1

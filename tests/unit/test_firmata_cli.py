@@ -64,14 +64,14 @@ def test_device_with_bad_pins_exits_with_the_sentence() -> None:
     result = CliRunner().invoke(
         app, ["device", "--serial", "/dev/null", "--firmata", "--pins", "1,2,3"]
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a wrong option: a usage error
     assert "--pins takes 5 pin numbers" in result.output
     assert "Traceback" not in result.output
 
 
 def test_up_firmata_needs_a_serial_port_or_the_emulator() -> None:
     result = CliRunner().invoke(app, ["up", "--firmata", "--no-live", "--port", "0"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a wrong option: a usage error
     assert "--firmata needs --serial PORT or --emulate" in result.output
 
 

@@ -181,7 +181,7 @@ def test_web_refuses_a_bad_url_and_a_taken_port_with_a_sentence() -> None:
         timeout=30,
         check=False,
     )
-    assert done.returncode == 1
+    assert done.returncode == 2  # a wrong option: a usage error
     assert "error: the broker's websocket URL must be ws://host:port/" in done.stderr
     assert "Traceback" not in done.stderr
     with socket.socket() as taken:
