@@ -279,7 +279,9 @@ def health(
     ] = 5.0,
     url: Annotated[
         str,
-        typer.Option("--url", envvar="HAND_MQTT_WEB_URL", help="web: the page's address."),
+        typer.Option(
+            "--url", envvar="HAND_MQTT_WEB_URL", metavar="URL", help="web: the page's address."
+        ),
     ] = "http://127.0.0.1:8080/",
     broker: BrokerOption = DEFAULT_BROKER,
     ca_file: CaFileOption = None,
@@ -289,9 +291,9 @@ def health(
 ) -> None:
     """Exit 0 when the service says it is online (its retained availability), else 1.
 
-    arbiter: ``<base>/bridge/state``; device: ``<base>/<hand>/availability`` (and, with
-    --require-link, ``reported.link``); web: the page at --url is served (its settings come
-    back). Meant for container health checks and monitoring.
+    arbiter: <base>/bridge/state; device: <base>/<hand>/availability (and, with
+    --require-link, reported.link); web: the page at --url is served (its settings come back).
+    Meant for container health checks and monitoring.
     """
     setup_logging(verbose, service=False)
     if service is Service.web:

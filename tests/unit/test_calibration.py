@@ -209,7 +209,7 @@ def test_a_bad_file_stops_the_service_before_it_starts(command: str, tmp_path: P
     else:
         args += ["--port", "0", "--no-live"]
     result = CliRunner().invoke(app, args)
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     assert f"{bad}: fingers.thumb.pulse_max_us = 2700 is outside 400-2600 microseconds" in (
         result.output
     )

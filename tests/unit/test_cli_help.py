@@ -78,7 +78,7 @@ def test_usage_names_the_arguments() -> None:
     assert _help("angles").startswith(
         "Usage: hand-mqtt angles [OPTIONS] INDEX MIDDLE RING PINKY THUMB\n"
     )
-    assert _help("health").startswith("Usage: hand-mqtt health [OPTIONS] arbiter|device\n")
+    assert _help("health").startswith("Usage: hand-mqtt health [OPTIONS] arbiter|device|web\n")
 
 
 def test_flags_and_options_read_plainly() -> None:

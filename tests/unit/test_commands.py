@@ -332,14 +332,13 @@ TOPICS_DOC = Path(__file__).resolve().parents[2] / "docs" / "topics.md"
 
 
 def test_the_documented_hand_examples_are_accepted() -> None:
+    # The tables' rows are sent to a running arbiter by tests/integration/test_topics_doc.py;
+    # the lock commands and the duration forms stand in sentences around them.
     text = TOPICS_DOC.read_text(encoding="utf-8")
-    examples = text.split("\nExamples: ", 1)[1].split("\n\n", 1)[0]
-    payloads = re.findall(r"`([^`]+)`", examples)
-    assert any('"relax"' in p for p in payloads)
-    assert any('"lock"' in p for p in payloads)
-    assert any('"duration_ms"' in p for p in payloads)
-    for payload in payloads:
-        parse_command(HAND, payload.encode(), POSES)
+    lock_sentence = text.split('\n`{"lock": true}` and', 1)[1].split("\n", 1)[0]
+    locking, unlocking = ['{"lock": true}', *re.findall(r"`([^`]+)`", lock_sentence)]
+    assert parse_command(HAND, locking.encode(), POSES).lock is True
+    assert parse_command(HAND, unlocking.encode(), POSES).lock is False
     finger_form, pose_form = re.findall(
         r"`([^`]+)`", text.split("topics take `duration_ms` too:", 1)[1].split("\n\n", 1)[0]
     )

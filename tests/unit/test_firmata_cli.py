@@ -103,7 +103,7 @@ def test_a_calibration_standard_firmata_cannot_take_is_refused_before_the_port_o
     result = CliRunner().invoke(
         app, ["device", "--serial", "/dev/null", "--firmata", "--calibration", str(bad)]
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert (
         "pinky: StandardFirmata drives a servo from a pulse of at most 1056 µs at 0 degrees to "
         "one of at least 1892 µs at 180 degrees, not 1100-2400 µs"
