@@ -35,7 +35,15 @@ from typing import Any, Final, Literal
 
 from hand_mqtt.errors import CommandError
 from hand_mqtt.gestures import MAX_REPEAT
-from hand_mqtt.model import FINGERS, MAX_ANGLE, MIN_ANGLE, Angles, PoseBook, excerpt
+from hand_mqtt.model import (
+    FINGERS,
+    MAX_ANGLE,
+    MIN_ANGLE,
+    Angles,
+    PoseBook,
+    excerpt,
+    is_angle,
+)
 from hand_mqtt.topics import CommandTopic
 
 __all__ = [
@@ -180,7 +188,7 @@ def _whole_number(value: Any, what: str, kind: str) -> int:
 
 def _angle(value: Any, what: str) -> int:
     number = _whole_number(value, what, "an angle")
-    if not MIN_ANGLE <= number <= MAX_ANGLE:
+    if not is_angle(number):
         raise CommandError(f"{what}: {_shown(number)} is out of range (an angle is 0 to 180)")
     return number
 

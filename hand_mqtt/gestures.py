@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from hand_mqtt.errors import ConfigError
-from hand_mqtt.model import FINGERS, MAX_ANGLE, MIN_ANGLE
+from hand_mqtt.model import FINGERS, is_angle
 
 __all__ = [
     "BUILTIN_GESTURES",
@@ -157,7 +157,7 @@ def _milliseconds(value: Any, where: str, key: str) -> int:
 
 
 def _angle(value: Any, where: str, finger: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not MIN_ANGLE <= value <= MAX_ANGLE:
+    if not is_angle(value):
         raise ConfigError(f"{where}: {finger} must be an angle from 0 to 180, not {value!r}")
     return value
 

@@ -11,7 +11,7 @@ import re
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Final, Literal, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,6 +38,7 @@ __all__ = [
     "ServedHands",
     "angles_of",
     "excerpt",
+    "is_angle",
 ]
 
 FINGERS: Final = ("index", "middle", "ring", "pinky", "thumb")
@@ -275,13 +276,22 @@ class ServedHands(BaseModel):
         return self.all_hands or hand in self.hands
 
 
+def is_angle(value: object) -> TypeGuard[int]:
+    """Whether ``value`` is a logical angle: a whole number (not a bool) from 0 to 180.
+
+    The one definition every check of an angle uses, so the parser, the pose and gesture files,
+    the plot and the command line cannot come to disagree.
+    """
+    return type(value) is int and MIN_ANGLE <= value <= MAX_ANGLE
+
+
 def angles_of(values: Iterable[int]) -> Angles:
     """Check and convert five angles into an :data:`Angles` tuple."""
     result = tuple(values)
     if len(result) != len(FINGERS):
         raise ValueError(f"expected {len(FINGERS)} angles, got {len(result)}")
     for finger, angle in zip(FINGERS, result, strict=True):
-        if type(angle) is not int or not MIN_ANGLE <= angle <= MAX_ANGLE:
+        if not is_angle(angle):
             raise ValueError(f"{finger}: {angle!r} is not an angle from 0 to 180")
     return result  # type: ignore[return-value]
 

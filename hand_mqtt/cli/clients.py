@@ -17,7 +17,7 @@ import typer
 from hand_mqtt.clients.client import HandClient
 from hand_mqtt.clients.homeassistant import DEFAULT_PREFIX, Discovery
 from hand_mqtt.errors import HandMqttError
-from hand_mqtt.model import FINGERS, Angles, PoseBook, angles_of
+from hand_mqtt.model import FINGERS, Angles, PoseBook, angles_of, is_angle
 from hand_mqtt.mqtt import MqttClient
 from hand_mqtt.topics import validate_hand_name
 
@@ -215,7 +215,7 @@ def plot(
         raise fail("no display to open a window on: give --out FILE.png")
     reported: tuple[int | None, ...] | None = None
     if angles is not None:
-        bad = [f for f, a in zip(FINGERS, angles, strict=True) if not 0 <= a <= 180]
+        bad = [f for f, a in zip(FINGERS, angles, strict=True) if not is_angle(a)]
         if bad:
             raise fail(f"{', '.join(bad)}: an angle is a whole number from 0 to 180", 2)
         drawn: tuple[int, ...] = tuple(angles)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from hand_mqtt.errors import ConfigError
-from hand_mqtt.model import FINGERS, MAX_ANGLE, MIN_ANGLE
+from hand_mqtt.model import FINGERS, MAX_ANGLE, MIN_ANGLE, is_angle
 
 if TYPE_CHECKING:
     import tkinter as tk
@@ -143,7 +143,7 @@ def finger_chains(angles: Sequence[float]) -> list[list[Point]]:
         raise ValueError(f"expected {len(FINGERS)} angles, got {len(angles)}")
     chains: list[list[Point]] = []
     for finger, angle in zip(FINGERS, angles, strict=True):
-        if not MIN_ANGLE <= angle <= MAX_ANGLE:
+        if not is_angle(angle):
             raise ValueError(f"{finger}: {angle!r} is not an angle from 0 to 180")
         chains.append(_chain(FINGER_GEOMETRY[finger], angle))
     return chains

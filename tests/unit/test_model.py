@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from hand_mqtt import BUILTIN_POSES, ConfigError, HandState, PoseBook, Topics
+from hand_mqtt.model import is_angle
 from hand_mqtt.topics import CommandTopic
 
 
@@ -113,3 +114,13 @@ def test_a_state_from_before_relax_and_lock_still_reads() -> None:
 def test_relaxed_names_only_fingers() -> None:
     with pytest.raises(ValueError, match="relaxed"):
         HandState.model_validate({"relaxed": ["elbow"]})
+
+
+@pytest.mark.parametrize("value", [0, 90, 180])
+def test_a_whole_number_from_0_to_180_is_an_angle(value: int) -> None:
+    assert is_angle(value)
+
+
+@pytest.mark.parametrize("value", [-1, 181, True, False, 90.0, "90", None])
+def test_anything_else_is_not_an_angle(value: object) -> None:
+    assert not is_angle(value)
