@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hand_mqtt import BrokerUrl, Message, MqttClient
-from tests.support.brokers import MosquittoProcess, RunningBroker, free_port, wait_for_port
+from harness.brokers import MosquittoProcess, RunningBroker, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

@@ -13,7 +13,7 @@ from hand_mqtt.errors import FirmwareError
 from hand_mqtt.hardware import protocol
 from hand_mqtt.model import HandState
 from hand_mqtt.services.journal import StateJournal
-from tests.support.brokers import free_port, wait_for_port
+from harness.brokers import free_port, wait_for_port
 
 BAUD = 115200
 BIT_TIMES_PER_BYTE = 10  # 8N1

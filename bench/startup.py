@@ -15,7 +15,7 @@ from typing import Any
 from bench.common import ROOT, Watcher
 from bench.system import HandSystem
 from hand_mqtt import Reported
-from tests.support.brokers import free_port
+from harness.brokers import free_port
 
 
 def _command() -> list[str]:

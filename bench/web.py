@@ -24,7 +24,7 @@ from selenium.webdriver.common.by import By
 from bench.common import Summary, Watcher, wait_until
 from bench.system import HandSystem
 from hand_mqtt import BUILTIN_POSES, FINGERS, Message, Reported, WebServer
-from tests.web.browser import Page, chromium_available, start_chromium
+from harness.browser import Page, chromium_available, start_chromium
 
 
 def web_page(url: str, ws_url: str, loads: int, clicks: int, drag_seconds: float) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from hand_mqtt import BrokerUrl, Topics
-from tests.support.brokers import (
+from harness.brokers import (
     AmqttBroker,
     MosquittoProcess,
     RunningBroker,

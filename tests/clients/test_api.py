@@ -22,8 +22,9 @@ from hand_mqtt import (
     Snapshot,
     Topics,
 )
-from tests.support.brokers import RunningBroker, free_port
-from tests.support.system import System, wait_until
+from harness.brokers import RunningBroker, free_port
+from harness.waiting import wait_until
+from tests.support.system import System
 
 
 @pytest.fixture

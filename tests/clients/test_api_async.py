@@ -24,7 +24,7 @@ from hand_mqtt import (
     Snapshot,
     Topics,
 )
-from tests.support.brokers import RunningBroker
+from harness.brokers import RunningBroker
 from tests.support.system import System
 
 T = TypeVar("T")

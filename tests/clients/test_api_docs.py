@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from hand_mqtt import BrokerUrl, Topics
+from harness.brokers import MosquittoProcess, mosquitto_binary
 from tests.conftest import need
-from tests.support.brokers import MosquittoProcess, mosquitto_binary
 from tests.support.system import System
 
 ROOT = Path(__file__).resolve().parents[2]

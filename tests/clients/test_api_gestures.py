@@ -19,7 +19,7 @@ from hand_mqtt import (
     Topics,
 )
 from hand_mqtt.gestures import Gesture, GestureStep
-from tests.support.brokers import MosquittoProcess
+from harness.brokers import MosquittoProcess
 from tests.support.system import System
 
 QUICK = Gesture(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from hand_mqtt import BrokerUrl, Topics
-from tests.support.brokers import MosquittoProcess
+from harness.brokers import MosquittoProcess
 from tests.support.system import System
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

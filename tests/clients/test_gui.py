@@ -36,8 +36,8 @@ from hand_mqtt import (
 )
 from hand_mqtt.cli import app
 from hand_mqtt.clients.gui import HandWindow, parse_custom_angles
+from harness.brokers import MosquittoProcess, RunningBroker, mosquitto_binary
 from tests.conftest import need
-from tests.support.brokers import MosquittoProcess, RunningBroker, mosquitto_binary
 from tests.support.system import System
 
 pytestmark = pytest.mark.gui

@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 from hand_mqtt import BUILTIN_POSES, FINGERS, BrokerUrl, PoseBook, Topics, __version__
 from hand_mqtt.cli import app
 from hand_mqtt.clients.homeassistant import Discovery, discovery_configs
-from tests.support.brokers import RunningBroker
-from tests.support.system import Recorder, System, wait_until
+from harness.brokers import RunningBroker
+from harness.waiting import wait_until
+from tests.support.system import Recorder, System
 
 
 @pytest.fixture

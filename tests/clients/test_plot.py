@@ -24,7 +24,7 @@ from hand_mqtt.clients.plot import (
     tip_distance,
 )
 from hand_mqtt.errors import ConfigError
-from tests.support.brokers import RunningBroker
+from harness.brokers import RunningBroker
 from tests.support.system import System
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,9 +12,9 @@ import pytest
 
 from hand_mqtt import EmbeddedBroker
 from hand_mqtt.accounts import Account, Role, default_users
+from harness.brokers import free_port, mosquitto_binary
 from tests.conftest import need
 from tests.deploy.support import ShippedMosquitto, make_users
-from tests.support.brokers import free_port, mosquitto_binary
 
 # A device account drives one hand, so each test's hand has its own: device-h000, device-h001...
 HANDS = [f"h{number:03d}" for number in range(300)]

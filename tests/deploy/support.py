@@ -28,7 +28,7 @@ from hand_mqtt.accounts import (
     render_acl,
     write_private,
 )
-from tests.support.brokers import MosquittoProcess, free_port, wait_for_port
+from harness.brokers import MosquittoProcess, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_CONF = ROOT / "broker" / "mosquitto.conf"

@@ -16,9 +16,10 @@ import pytest
 
 from hand_mqtt import BrokerUrl, EmbeddedBroker, MqttClient, Topics
 from hand_mqtt.broker.embedded import BrokerLimits
+from harness.brokers import free_port
+from harness.waiting import wait_until as eventually
 from tests.deploy.conftest import SecuredBroker
 from tests.deploy.support import Watcher
-from tests.support.brokers import free_port
 from tests.support.raw_mqtt import (
     CONNACK_ACCEPTED,
     RawClient,
@@ -27,7 +28,6 @@ from tests.support.raw_mqtt import (
     string,
     subscribe_packet,
 )
-from tests.support.system import wait_until as eventually
 
 TOPICS = Topics("hand")
 

@@ -25,10 +25,10 @@ import yaml
 from selenium.webdriver.common.by import By
 
 from hand_mqtt import PtyHand
+from harness.brokers import free_port, mosquitto_binary
+from harness.browser import Page, chromium_available, start_chromium
 from tests.conftest import need
 from tests.deploy.support import ROOT, ServiceProcess, ShippedMosquitto, service_env
-from tests.support.brokers import free_port, mosquitto_binary
-from tests.web.browser import Page, chromium_available, start_chromium
 
 COMPOSE = ROOT / "compose.yaml"
 DUMMY_SECRETS = {"HAND_ARBITER_PASSWORD": "check", "HAND_DEVICE_PASSWORD": "check"}

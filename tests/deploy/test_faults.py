@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 
 from hand_mqtt import BrokerUrl, EmbeddedBroker, HandState, MqttClient, PtyHand, Reported, Topics
+from harness.brokers import MosquittoProcess, free_port, mosquitto_binary
+from harness.waiting import wait_until as eventually
 from tests.conftest import need
 from tests.deploy.support import (
     ROOT,
@@ -30,8 +32,6 @@ from tests.deploy.support import (
     Watcher,
     service_env,
 )
-from tests.support.brokers import MosquittoProcess, free_port, mosquitto_binary
-from tests.support.system import wait_until as eventually
 
 HAND = "hand1"
 

@@ -32,11 +32,12 @@ from hand_mqtt import (
 from hand_mqtt.commands import MAX_PAYLOAD_BYTES
 from hand_mqtt.hardware import protocol as p
 from hand_mqtt.topics import CommandTopic
+from harness.brokers import MosquittoProcess, mosquitto_binary
+from harness.waiting import wait_until
+from harness.waiting import wait_until as eventually
 from tests.conftest import need
 from tests.deploy.support import ServiceProcess, Watcher
-from tests.support.brokers import MosquittoProcess, mosquitto_binary
-from tests.support.system import Recorder, System, wait_until
-from tests.support.system import wait_until as eventually
+from tests.support.system import Recorder, System
 
 POSES = PoseBook()
 OPEN = (180, 180, 180, 180, 180)

@@ -55,6 +55,8 @@ from hand_mqtt.broker.acl import READ, WRITE, AccessRules
 from hand_mqtt.cli import app
 from hand_mqtt.clients.homeassistant import Discovery, discovery_configs
 from hand_mqtt.hardware.protocol import DeviceConfig
+from harness.brokers import AmqttBroker, mosquitto_binary
+from harness.waiting import wait_until as eventually
 from tests.conftest import need
 from tests.deploy.conftest import SecuredBroker, unique_hand
 from tests.deploy.support import (
@@ -65,9 +67,7 @@ from tests.deploy.support import (
     make_certs,
     make_users,
 )
-from tests.support.brokers import AmqttBroker, mosquitto_binary
 from tests.support.raw_mqtt import CONNACK_ACCEPTED, RawClient
-from tests.support.system import wait_until as eventually
 
 TOPICS = Topics("hand")
 FAST = DeviceSettings(

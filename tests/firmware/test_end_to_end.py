@@ -46,9 +46,9 @@ from hand_mqtt.hardware.firmata import FIRMATA_BAUDRATE, FirmataDriver
 from hand_mqtt.hardware.framed import FramedDriver
 from hand_mqtt.hardware.link import SerialLink
 from hand_mqtt.hardware.protocol import DeviceConfig
+from harness.brokers import MosquittoProcess
+from harness.waiting import wait_until
 from tests.behaviour.wire import line_noise
-from tests.support.brokers import MosquittoProcess
-from tests.support.system import wait_until
 
 pytestmark = [pytest.mark.firmware, pytest.mark.emulator]
 

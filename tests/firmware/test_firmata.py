@@ -28,6 +28,8 @@ from hand_mqtt import Arbiter, BrokerUrl, DeviceService, DeviceSettings, MqttCli
 from hand_mqtt.devtools.emulator import EmulatedHand
 from hand_mqtt.devtools.firmware import BuildResult
 from hand_mqtt.hardware.calibration import Calibration
+from harness.brokers import MosquittoProcess, free_port, wait_for_port
+from harness.waiting import wait_until
 from tests.conftest import need
 from tests.firmware.test_end_to_end import (
     FINGERS,
@@ -36,8 +38,6 @@ from tests.firmware.test_end_to_end import (
     wait_pins,
 )
 from tests.integration.test_calibrate import Terminal
-from tests.support.brokers import MosquittoProcess, free_port, wait_for_port
-from tests.support.system import wait_until
 
 pytestmark = [pytest.mark.firmware, pytest.mark.emulator]
 

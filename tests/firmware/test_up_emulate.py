@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
+from harness.brokers import free_port, wait_for_port
 from tests.conftest import need
-from tests.support.brokers import free_port, wait_for_port
 
 pytestmark = [pytest.mark.firmware, pytest.mark.emulator]
 

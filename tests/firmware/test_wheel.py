@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.brokers import free_port, wait_for_port
+from harness.brokers import free_port, wait_for_port
 
 pytestmark = [pytest.mark.firmware, pytest.mark.emulator]
 

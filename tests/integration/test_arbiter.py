@@ -17,7 +17,8 @@ from hand_mqtt import (
     Topics,
 )
 from hand_mqtt.cli import app
-from tests.support.system import Recorder, wait_until
+from harness.waiting import wait_until
+from tests.support.system import Recorder
 
 
 def _arbiter(url: BrokerUrl, topics: Topics, **options: object) -> Arbiter:

@@ -17,7 +17,7 @@ import pytest
 from hand_mqtt import PtyHand
 from hand_mqtt.hardware.calibration import Calibration, FingerCalibration
 from hand_mqtt.hardware.link import SerialLink
-from tests.support.system import wait_until
+from harness.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 UP, DOWN, PAGE_UP, PAGE_DOWN = "\x1b[A", "\x1b[B", "\x1b[5~", "\x1b[6~"

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from hand_mqtt import BrokerUrl, MqttClient, Topics
 from hand_mqtt.cli import app
-from tests.support.brokers import RunningBroker, free_port
+from harness.brokers import RunningBroker, free_port
 from tests.support.output import OutputLines
 from tests.support.system import System
 

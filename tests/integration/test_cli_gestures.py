@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from hand_mqtt import BrokerUrl, HandClient, PoseBook, Topics
 from hand_mqtt.cli import app
 from hand_mqtt.gestures import Gesture, GestureStep, recorded_gesture
-from tests.support.brokers import MosquittoProcess
+from harness.brokers import MosquittoProcess
 from tests.support.system import System
 
 QUICK = Gesture("quick", (GestureStep((0, 0, 0, 0, 0), 0, 100), GestureStep((90,) * 5, 0, 100)))

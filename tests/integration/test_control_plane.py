@@ -23,8 +23,9 @@ from hand_mqtt import (
     Reported,
     Topics,
 )
-from tests.support.brokers import RunningBroker
-from tests.support.system import Recorder, System, wait_until
+from harness.brokers import RunningBroker
+from harness.waiting import wait_until
+from tests.support.system import Recorder, System
 
 
 @pytest.fixture

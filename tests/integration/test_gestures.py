@@ -16,7 +16,8 @@ import pytest
 
 from hand_mqtt import BrokerUrl, HandState, Message, MqttClient, PoseBook, Topics
 from hand_mqtt.gestures import BUILTIN_GESTURES, Gesture, GestureStep
-from tests.support.system import Recorder, System, wait_until
+from harness.waiting import wait_until
+from tests.support.system import Recorder, System
 
 QUICK = Gesture(
     "quick",

@@ -14,8 +14,9 @@ import pytest
 
 from hand_mqtt import BrokerUrl, DeviceSettings, Reported, Topics
 from hand_mqtt.hardware import protocol as p
+from harness.waiting import wait_until
 from tests.support.firmwares import ClampingFirmware, FalseStartFirmware
-from tests.support.system import Recorder, System, wait_until
+from tests.support.system import Recorder, System
 
 SETS = (p.FrameType.SET_ALL, p.FrameType.SET_SOME)
 OPEN = (180, 180, 180, 180, 180)

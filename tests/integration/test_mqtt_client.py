@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 
 from hand_mqtt import BrokerUrl, Message, MqttClient, Topics, Will
-from tests.support.brokers import RunningBroker
+from harness.brokers import RunningBroker
+from harness.waiting import wait_until
 from tests.support.relay import HoldingRelay
-from tests.support.system import wait_until
 
 
 def _retain(url: BrokerUrl, topic: str, payload: bytes) -> None:

@@ -13,9 +13,10 @@ from collections.abc import Iterator
 import pytest
 
 from hand_mqtt import Arbiter, BrokerUrl, HandState, MqttClient, Topics
-from tests.support.brokers import RunningBroker
+from harness.brokers import RunningBroker
+from harness.waiting import wait_until
 from tests.support.relay import Hold, HoldingRelay, Relayed
-from tests.support.system import Recorder, wait_until
+from tests.support.system import Recorder
 
 NEVER = 3600.0
 """A sync grace that never ends within a test: only the retained state can restore the hand."""

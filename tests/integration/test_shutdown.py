@@ -18,8 +18,9 @@ from functools import partial
 import pytest
 
 from hand_mqtt import BrokerUrl, EmbeddedBroker, MqttClient, Topics
-from tests.support.brokers import RunningBroker, free_port
-from tests.support.system import Recorder, wait_until
+from harness.brokers import RunningBroker, free_port
+from harness.waiting import wait_until
+from tests.support.system import Recorder
 
 HANG = 30.0
 """Seconds after which a process that has not exited counts as hung."""

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.brokers import RunningBroker
 from tests.conftest import need
-from tests.support.brokers import RunningBroker
 from tests.support.output import banner_port
 from tests.support.system import System
 from tests.support.terminal import Screen

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from hand_mqtt import BrokerUrl, HandClient, Reported, Stack, StackSettings, Topics
+from harness.brokers import RunningBroker
+from harness.waiting import wait_until
 from tests.conftest import need
-from tests.support.brokers import RunningBroker
 from tests.support.output import OutputLines, banner_port
-from tests.support.system import wait_until
 
 
 @pytest.fixture

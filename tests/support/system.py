@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,15 +22,7 @@ from hand_mqtt import (
     Topics,
 )
 from hand_mqtt.hardware.protocol import DeviceConfig, Frame
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+from harness.waiting import wait_until
 
 
 class Recorder:

@@ -23,6 +23,7 @@ from hand_mqtt.hardware.framed import FramedDriver
 from hand_mqtt.hardware.link import SerialLink
 from hand_mqtt.model import Angles, FirmwareInfo
 from hand_mqtt.services.device_link import DeviceLink
+from harness.waiting import wait_until
 from tests.support.firmwares import (
     ClampingFirmware,
     FalseStartFirmware,
@@ -30,7 +31,6 @@ from tests.support.firmwares import (
     NackingFirmware,
     SilentFirmware,
 )
-from tests.support.system import wait_until
 
 SETS = (p.FrameType.SET_ALL, p.FrameType.SET_SOME)
 QUIET = p.DeviceConfig(failsafe_timeout_ms=0)  # no heartbeats: only the frames a test causes

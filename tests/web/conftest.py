@@ -11,10 +11,11 @@ import pytest
 from selenium.webdriver.chrome.webdriver import WebDriver
 
 from hand_mqtt import FINGERS, BrokerUrl, Message, Topics, WebServer
+from harness.brokers import RunningBroker
+from harness.browser import Page, chromium_available, start_chromium
+from harness.waiting import wait_until
 from tests.conftest import need
-from tests.support.brokers import RunningBroker
-from tests.support.system import Recorder, System, wait_until
-from tests.web.browser import Page, chromium_available, start_chromium
+from tests.support.system import Recorder, System
 
 
 @pytest.fixture(scope="session")

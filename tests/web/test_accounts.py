@@ -20,11 +20,12 @@ from selenium.webdriver.common.by import By
 
 from hand_mqtt import BUILTIN_POSES, BrokerUrl, Topics, WebServer
 from hand_mqtt.accounts import Account, Role
+from harness.brokers import AmqttProcess, free_port, mosquitto_binary
+from harness.browser import Page
+from harness.waiting import wait_until
 from tests.conftest import need
 from tests.deploy.support import ShippedMosquitto, make_users
-from tests.support.brokers import AmqttProcess, free_port, mosquitto_binary
-from tests.support.system import Recorder, System, wait_until
-from tests.web.browser import Page
+from tests.support.system import Recorder, System
 
 pytestmark = pytest.mark.web
 

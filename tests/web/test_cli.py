@@ -18,9 +18,9 @@ import pytest
 from selenium.webdriver.chrome.webdriver import WebDriver
 
 from hand_mqtt import BUILTIN_POSES, BrokerUrl, HandClient
-from tests.support.brokers import RunningBroker, free_port, wait_for_port
-from tests.support.system import wait_until
-from tests.web.browser import Page
+from harness.brokers import RunningBroker, free_port, wait_for_port
+from harness.browser import Page
+from harness.waiting import wait_until
 
 pytestmark = pytest.mark.web
 

@@ -17,8 +17,8 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 
 from hand_mqtt import BUILTIN_POSES, FINGERS, Topics
-from tests.support.brokers import AmqttProcess, free_port
-from tests.web.browser import DESKTOP, PHONE, Page
+from harness.brokers import AmqttProcess, free_port
+from harness.browser import DESKTOP, PHONE, Page
 from tests.web.conftest import WebRig, open_rig
 
 pytestmark = pytest.mark.web

@@ -15,7 +15,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.select import Select
 
 from hand_mqtt import BUILTIN_POSES, FINGERS, Arbiter, MqttClient
-from tests.support.system import wait_until
+from harness.waiting import wait_until
 from tests.web.conftest import WebRig
 
 pytestmark = pytest.mark.web

@@ -11,14 +11,14 @@ import pytest
 from selenium.webdriver.chrome.webdriver import WebDriver
 
 from hand_mqtt import BUILTIN_POSES, BrokerUrl, Topics
-from tests.conftest import need
-from tests.support.brokers import (
+from harness.brokers import (
     AmqttProcess,
     MosquittoProcess,
     RunningBroker,
     free_port,
     mosquitto_binary,
 )
+from tests.conftest import need
 from tests.web.conftest import WebRig, open_rig
 
 pytestmark = pytest.mark.web

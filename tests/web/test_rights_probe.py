@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from hand_mqtt import Arbiter, BrokerUrl, MqttClient, Topics
-from tests.support.system import Recorder, wait_until
+from harness.waiting import wait_until
+from tests.support.system import Recorder
 
 
 @pytest.mark.parametrize("hands", [["hand1"], None], ids=["named hands", "every hand"])

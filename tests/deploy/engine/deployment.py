@@ -21,9 +21,9 @@ from typing import Any
 
 import yaml
 
+from harness.brokers import free_port
 from tests.deploy.engine.dockerd import DockerEngine
 from tests.deploy.support import ROOT
-from tests.support.brokers import free_port
 
 DEPLOYMENT_DOC = ROOT / "docs" / "deployment.md"
 IMAGE = "hand-mqtt:latest"

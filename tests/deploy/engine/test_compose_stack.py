@@ -20,11 +20,11 @@ from selenium.webdriver.common.by import By
 
 from hand_mqtt import BUILTIN_POSES, BrokerUrl, HandState, MqttClient, MqttError, Reported
 from hand_mqtt.clients.web import page_problem
+from harness.browser import Page, chromium_available, start_chromium
+from harness.waiting import wait_until as eventually
 from tests.conftest import need
 from tests.deploy.engine.conftest import Stack
 from tests.deploy.support import Watcher
-from tests.support.system import wait_until as eventually
-from tests.web.browser import Page, chromium_available, start_chromium
 
 # The time limit is each test's own: the stack's set-up may first wait its turn for the engine
 # (other runs on the machine) and bounds each of its steps itself.

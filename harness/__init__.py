@@ -1,0 +1,6 @@
+"""The real parts that the tests and the benchmarks both run.
+
+Brokers as processes of their own (Mosquitto, the embedded broker), free loopback ports, a
+headless Chromium, and waiting on an event with a deadline. Neither ``tests/`` nor ``bench/`` owns
+them, so a benchmark never imports a test module. Not part of the installed package.
+"""
