@@ -13,7 +13,9 @@ __all__ = [
     "BRIDGE",
     "DISCOVERY_PREFIX",
     "OFFLINE",
+    "OFFLINE_TEXT",
     "ONLINE",
+    "ONLINE_TEXT",
     "CommandTopic",
     "HandTopics",
     "Topics",
@@ -27,6 +29,9 @@ ONLINE: Final = b"online"
 """``bridge/state`` and a hand's ``availability`` while the service runs."""
 OFFLINE: Final = b"offline"
 """Their payload once it stopped (its will, when it vanished)."""
+ONLINE_TEXT: Final = ONLINE.decode()
+OFFLINE_TEXT: Final = OFFLINE.decode()
+"""The same two payloads as the text a client's snapshot holds."""
 _SEGMENT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _FINGER_SET = frozenset(FINGERS)
 

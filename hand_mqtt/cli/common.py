@@ -18,7 +18,7 @@ from hand_mqtt.clients.client import HandClient
 from hand_mqtt.errors import ConfigError, HandMqttError, MqttError
 from hand_mqtt.model import DEFAULT_PINS, FINGERS
 from hand_mqtt.mqtt import DEFAULT_BROKER, BrokerUrl
-from hand_mqtt.topics import Topics
+from hand_mqtt.topics import ONLINE_TEXT, Topics
 
 from .base import BROKER_UNREACHABLE, invocation
 
@@ -241,7 +241,7 @@ def topics(base: str) -> Topics:
 def unserved(client: HandClient) -> str | None:
     """Why no arbiter will answer for the client's hand, with the way out; None if one will."""
     reason = client.unserved()
-    if reason is not None and client.snapshot().arbiter != "online":
+    if reason is not None and client.snapshot().arbiter != ONLINE_TEXT:
         reason += f"; start one with '{invocation()} up' or '{invocation()} arbiter'"
     elif reason is not None:
         reason += " (choose that hand with --hand, or start an arbiter for this one)"

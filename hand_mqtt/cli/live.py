@@ -27,6 +27,7 @@ from rich.text import Text
 
 from hand_mqtt.clients.client import Snapshot
 from hand_mqtt.model import FINGERS, ErrorReport, GestureProgress
+from hand_mqtt.topics import ONLINE_TEXT
 
 __all__ = ["LiveView"]
 
@@ -249,9 +250,9 @@ def render(root: str, snap: Snapshot, errors: list[tuple[str, ErrorReport]]) -> 
     link = reported.link if reported else None
     who = Text.assemble(
         "arbiter ",
-        (snap.arbiter or "?", _status_style(snap.arbiter, "online")),
+        (snap.arbiter or "?", _status_style(snap.arbiter, ONLINE_TEXT)),
         "  device ",
-        (snap.device or "?", _status_style(snap.device, "online")),
+        (snap.device or "?", _status_style(snap.device, ONLINE_TEXT)),
         "  link ",
         (link or "?", _status_style(link, "up")),
     )

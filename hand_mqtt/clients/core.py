@@ -25,7 +25,7 @@ from hand_mqtt.errors import CommandError, MqttError, NoAnswerError
 from hand_mqtt.gestures import Gesture, GestureStep
 from hand_mqtt.model import FINGERS, ErrorReport, HandState, Reported, ServedHands
 from hand_mqtt.mqtt import BrokerUrl, Message, MqttClient
-from hand_mqtt.topics import HandTopics, Topics
+from hand_mqtt.topics import ONLINE_TEXT, HandTopics, Topics
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -67,8 +67,8 @@ class Snapshot:
     def online(self) -> bool:
         """True when the hand can move: arbiter and device online and the serial link up."""
         return (
-            self.arbiter == "online"
-            and self.device == "online"
+            self.arbiter == ONLINE_TEXT
+            and self.device == ONLINE_TEXT
             and self.reported is not None
             and self.reported.link == "up"
         )
@@ -265,7 +265,7 @@ class ClientCore:
         """
         with self._lock:
             arbiter, served = self._arbiter, self._served
-        if arbiter != "online":
+        if arbiter != ONLINE_TEXT:
             said = "never started" if arbiter is None else f"says {arbiter[:16]}"
             return (
                 f"no arbiter is running for the base topic {self.topics.base!r} at "
@@ -340,7 +340,7 @@ class ClientCore:
         snap = self.snapshot()
         why = (
             "the device service is not online"
-            if snap.device != "online"
+            if snap.device != ONLINE_TEXT
             else "the serial link is down"
             if snap.reported is None or snap.reported.link != "up"
             else f"it reports version {snap.reported.version}"

@@ -30,6 +30,7 @@ from hand_mqtt.model import (
     ErrorReport,
     HandState,
 )
+from hand_mqtt.topics import OFFLINE_TEXT, ONLINE_TEXT
 
 __all__ = ["HandWindow", "parse_custom_angles"]
 
@@ -594,12 +595,12 @@ class HandWindow:
             ("arbiter", "Arbiter", snap.arbiter),
             ("device", "Device", snap.device),
         ):
-            colour = _GREEN if value == "online" else _RED if value == "offline" else _GREY
+            colour = _GREEN if value == ONLINE_TEXT else _RED if value == OFFLINE_TEXT else _GREY
             self._pill(key, f"{name}: {value or 'never seen'}", colour)
         reported = snap.reported
         if reported is None:
             self._pill("link", "Serial link: unknown", _GREY)
-        elif snap.device != "online":
+        elif snap.device != ONLINE_TEXT:
             self._pill("link", "Serial link: unknown (device offline)", _GREY)
         elif reported.link == "up":
             failsafe = reported.failsafe
