@@ -18,7 +18,7 @@ from bench.flood import flood
 from bench.footprint import firmware_size, idle, state_file, wire
 from bench.hands import many_hands
 from bench.latency import command_latency, relay_floor
-from bench.startup import cli_command, up_ready
+from bench.startup import cli_command, up_ready, up_stop_burst
 from bench.web import web_page
 
 logger = logging.getLogger("bench")
@@ -323,7 +323,26 @@ def _run_common(args: argparse.Namespace, results: dict[str, Any], rows: list[Ro
                 _budget("", u["median_ms"] <= 2000, "≤ 2000"),
             ),
             ("cli", "amqtt", "  the same with --no-web", f"{bare['median_ms']:.0f}", ""),
+            (
+                "cli",
+                "amqtt",
+                "hand-mqtt up: one SIGINT → exited, median / max ms",
+                f"{u['stop_median_ms']:.0f} / {u['stop_max_ms']:.0f}",
+                _budget("", u["stop_max_ms"] <= 2000, "≤ 2000"),
+            ),
         ]
+        for count, how in ((2, "a repeat: a clean stop"), (10, "the third forces the exit")):
+            burst = up_stop_burst(3 if args.quick else 5, count)
+            results[f"cli/up-stop-burst-{count}"] = burst
+            rows.append(
+                (
+                    "cli",
+                    "amqtt",
+                    f"  {count} SIGTERMs 1 ms apart ({how}), median / max ms",
+                    f"{burst['median_ms']:.0f} / {burst['max_ms']:.0f}",
+                    _budget("", burst["max_ms"] <= 2000, "≤ 2000"),
+                )
+            )
     if "footprint" in args.only:
         w = wire()
         results["wire"] = w

@@ -48,24 +48,74 @@ _WEB_ON_FREE_PORTS = ("--web-port", "0", "--ws-port", "0")
 
 
 def up_ready(runs: int, *, web: bool = True) -> dict[str, Any]:
-    """``web``: the page and the websockets listener on, as by default (on free ports)."""
+    """Start to ready, and ready to stopped after one SIGINT (the process has exited).
+
+    ``web``: the page and the websockets listener on, as by default (on free ports).
+    """
     times = []
+    stops = []
     web_args = _WEB_ON_FREE_PORTS if web else ("--no-web",)
     for _ in range(runs):
-        port = free_port()
-        start = time.perf_counter()
-        process = subprocess.Popen(
-            [*_command(), "up", "--port", str(port), "--no-live", *web_args],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        process, port, start = _start_up(web_args)
         try:
             times.append(_wait_ready(port, start) * 1e3)
+            stops.append(_stop_ms(process, signal.SIGINT, 1))
         finally:
-            process.send_signal(signal.SIGINT)
-            process.wait(20)
-    return {"runs": runs, "median_ms": statistics.median(times), "max_ms": max(times)}
+            _reap(process)
+    return {
+        "runs": runs,
+        "median_ms": statistics.median(times),
+        "max_ms": max(times),
+        "stop_median_ms": statistics.median(stops),
+        "stop_max_ms": max(stops),
+    }
+
+
+def up_stop_burst(runs: int, burst: int = 10) -> dict[str, Any]:
+    """Ready to stopped when ``burst`` SIGTERMs arrive a millisecond apart."""
+    stops = []
+    for _ in range(runs):
+        process, port, start = _start_up(("--no-web",))
+        try:
+            _wait_ready(port, start)
+            stops.append(_stop_ms(process, signal.SIGTERM, burst))
+        finally:
+            _reap(process)
+    return {
+        "runs": runs,
+        "burst": burst,
+        "median_ms": statistics.median(stops),
+        "max_ms": max(stops),
+    }
+
+
+def _start_up(web_args: tuple[str, ...]) -> tuple[subprocess.Popen[bytes], int, float]:
+    port = free_port()
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        [*_command(), "up", "--port", str(port), "--no-live", *web_args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return process, port, start
+
+
+def _stop_ms(process: subprocess.Popen[bytes], signum: signal.Signals, count: int) -> float:
+    start = time.perf_counter()
+    for n in range(count):
+        if n:
+            time.sleep(0.001)
+        if process.poll() is None:
+            process.send_signal(signum)
+    process.wait(30)
+    return (time.perf_counter() - start) * 1e3
+
+
+def _reap(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+    process.wait(20)
 
 
 def _wait_ready(port: int, start: float) -> float:

@@ -9,8 +9,10 @@ Only a fixed list of files is served, each read once at start; anything else is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -230,10 +232,24 @@ class WebServer:
         self._server = self._thread = None
         if server is None:
             return
-        server.shutdown()
+        # shutdown() waits for serve_forever to look at its flag, which it does only between
+        # polls; a connection of our own wakes it at once instead of after the poll interval.
+        stopping = threading.Thread(target=server.shutdown, name="hand-mqtt-web-stop")
+        stopping.start()
+        while stopping.is_alive():
+            with contextlib.suppress(OSError):
+                socket.create_connection(self._wake_address(server), timeout=0.2).close()
+            stopping.join(0.01)
         server.server_close()
         if thread is not None:
             thread.join(5)
+
+    @staticmethod
+    def _wake_address(server: ThreadingHTTPServer) -> tuple[str, int]:
+        host, port = server.server_address[:2]
+        if host in ("0.0.0.0", "::", ""):  # listening everywhere: loopback reaches it
+            host = "::1" if server.address_family == socket.AF_INET6 else "127.0.0.1"
+        return str(host), int(port)
 
     def __enter__(self) -> WebServer:
         self.start()
