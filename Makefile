@@ -10,10 +10,13 @@ STAMP := $(VENV)/.installed
 # a browser for the web page.
 DEB_PACKAGES := mosquitto mosquitto-clients gcc-avr avr-libc arduino-core-avr simavr \
 	libsimavr-dev libelf-dev avrdude xvfb xdotool python3-tk docker-compose \
-	chromium chromium-driver
+	chromium chromium-driver redis-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# The clustered broker of the tests: Aedes nodes on Node.js (20 or newer), versions pinned here.
+CLUSTER := tests/cluster/aedes
+CLUSTER_STAMP := $(CLUSTER)/node_modules/.installed
 
-.PHONY: help run test test-compose deps lint typecheck compose-check pytest firmware bench clean
+.PHONY: help run test test-compose deps cluster-deps lint typecheck compose-check pytest firmware bench clean
 
 help:
 	@echo "make run    set up and run broker + arbiter + device service on a simulated hand"
@@ -49,6 +52,16 @@ deps:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $$missing; \
 	fi
 
+# npm ci installs exactly what package-lock.json pins, into the folder's own node_modules.
+$(CLUSTER_STAMP): $(CLUSTER)/package.json $(CLUSTER)/package-lock.json
+	@command -v npm >/dev/null || { \
+		$(SUDO) apt-get -o DPkg::Lock::Timeout=600 update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends nodejs npm; }
+	cd $(CLUSTER) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+cluster-deps: $(CLUSTER_STAMP)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -62,7 +75,7 @@ compose-check: $(STAMP) deps
 	HAND_ARBITER_PASSWORD=check HAND_DEVICE_PASSWORD=check docker-compose -f compose.yaml config -q
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
 
-pytest: $(STAMP) deps
+pytest: $(STAMP) deps $(CLUSTER_STAMP)
 	$(BIN)/pytest
 
 test: deps $(STAMP) lint typecheck compose-check pytest
@@ -72,8 +85,8 @@ test: deps $(STAMP) lint typecheck compose-check pytest
 test-compose: $(STAMP) deps
 	$(BIN)/pytest -m docker
 
-bench: $(STAMP) deps
+bench: $(STAMP) deps $(CLUSTER_STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) build dist firmware/build .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) build dist firmware/build .mypy_cache .ruff_cache .pytest_cache $(CLUSTER)/node_modules

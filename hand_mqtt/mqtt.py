@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal, cast
 from urllib.parse import unquote, urlsplit
 
@@ -49,6 +49,9 @@ STABLE_CONNECTION_S: Final = 30.0
 """A connection that lasted this long resets the reconnect delay to its shortest."""
 SYNC_GRACE_S: Final = 0.25
 """How long after our own sync message a retained message may still come (see ``when_synced``)."""
+FAILOVER_AFTER_S: Final = 1.0
+"""A connection to one broker of a list that lasted this long, once lost, is followed at once by
+a try of each other broker; a shorter one waits like any reconnect (no storm of hops)."""
 _DEFAULT_PORTS: Final = {
     "mqtt": 1883,
     "tcp": 1883,
@@ -59,11 +62,7 @@ _DEFAULT_PORTS: Final = {
 }
 
 
-def redact_url(url: str) -> str:
-    """``url`` with the password of its ``user:password@`` part replaced by ``***``.
-
-    Works on any text that looks like a URL, valid or not, so error messages can show it.
-    """
+def _redact_one(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:
         scheme, rest = "", url
@@ -78,11 +77,36 @@ def redact_url(url: str) -> str:
     return f"{scheme}{sep}{masked}@{host}{tail}"
 
 
+def redact_url(url: str) -> str:
+    """``url`` with the password of its ``user:password@`` part replaced by ``***``.
+
+    Works on any text that looks like a URL or a comma-separated list of them, valid or not,
+    so error messages can show it. A comma written into a password (which a list cannot hold:
+    it must be ``%2C``) hides the whole of that login.
+    """
+    parts = url.split(",")
+    shown = []
+    for i, part in enumerate(parts):
+        continued = i + 1 < len(parts) and "://" not in parts[i + 1] and "@" in parts[i + 1]
+        if continued and "://" in part:
+            # "mqtt://user:pass,word@host": the next part holds the rest of this password.
+            scheme, _, rest = part.partition("://")
+            shown.append(f"{scheme}://{rest.split(':', 1)[0]}:***")
+        elif "://" not in part and "@" in part and i > 0:
+            shown.append("***@" + part.rsplit("@", 1)[1])
+        else:
+            shown.append(_redact_one(part))
+    return ",".join(shown)
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerUrl:
     """Where the broker is and how to log in: ``mqtt[s]://[user[:password]@]host[:port]``.
 
     ``ws://`` and ``wss://`` reach a websockets listener (path from the URL, default ``/``).
+    A comma-separated list of URLs names several brokers (the nodes of a cluster, or a second
+    broker): the first is this one, the others its :attr:`fallbacks`, tried in turn when the
+    one in use does not answer or goes away.
     """
 
     host: str = "127.0.0.1"
@@ -96,6 +120,8 @@ class BrokerUrl:
     cert_file: str | None = None
     key_file: str | None = None
     insecure: bool = False
+    fallbacks: tuple[BrokerUrl, ...] = ()
+    """The other brokers of a list, in order, each without fallbacks of its own."""
 
     @classmethod
     def parse(
@@ -107,10 +133,45 @@ class BrokerUrl:
         key_file: str | None = None,
         insecure: bool = False,
     ) -> BrokerUrl:
-        """Read a broker URL; a bare ``host[:port]`` means ``mqtt://``.
+        """Read a broker URL, or a comma-separated list of them; a bare ``host[:port]`` means
+        ``mqtt://``. The brokers of a list share one transport (TCP or websockets) and TLS or
+        not; each may have its own login. A comma in a password is written ``%2C``.
 
         Error messages show the URL without its password.
         """
+        entries = [entry.strip() for entry in url.split(",")]
+        if len(entries) == 1:
+            return cls._parse_one(url, ca_file, cert_file, key_file, insecure)
+        if not all(entries):
+            raise ConfigError(f"the broker list {redact_url(url)!r} has an empty entry")
+        brokers = []
+        for number, entry in enumerate(entries, 1):
+            try:
+                brokers.append(cls._parse_one(entry, ca_file, cert_file, key_file, insecure))
+            except ConfigError:
+                # Not the entry's own message: a password cut at a comma would show in it.
+                raise ConfigError(
+                    f"entry {number} of the broker list {redact_url(url)!r} is not a broker "
+                    "URL (a comma in a password is written %2C)"
+                ) from None
+        first = brokers[0]
+        for other in brokers[1:]:
+            if (other.tls, other.websockets) != (first.tls, first.websockets):
+                raise ConfigError(
+                    f"the brokers of a list must all use the same scheme: {first.scheme}:// "
+                    f"and {other.scheme}:// are mixed in {redact_url(url)!r}"
+                )
+        return replace(first, fallbacks=tuple(brokers[1:]))
+
+    @classmethod
+    def _parse_one(
+        cls,
+        url: str,
+        ca_file: str | None,
+        cert_file: str | None,
+        key_file: str | None,
+        insecure: bool,
+    ) -> BrokerUrl:
         if "://" not in url:
             url = "mqtt://" + url
         shown = redact_url(url)
@@ -141,12 +202,21 @@ class BrokerUrl:
             insecure=insecure,
         )
 
+    @property
+    def scheme(self) -> str:
+        if self.websockets:
+            return "wss" if self.tls else "ws"
+        return "mqtts" if self.tls else "mqtt"
+
+    @property
+    def brokers(self) -> tuple[BrokerUrl, ...]:
+        """Every broker to try, in order: this one, then its fallbacks (each on its own)."""
+        return (replace(self, fallbacks=()), *self.fallbacks)
+
     def __str__(self) -> str:
-        scheme = (
-            ("wss" if self.tls else "ws") if self.websockets else ("mqtts" if self.tls else "mqtt")
-        )
         user = f"{self.username}@" if self.username else ""
-        return f"{scheme}://{user}{self.host}:{self.port}"
+        first = f"{self.scheme}://{user}{self.host}:{self.port}"
+        return ",".join([first, *(str(other) for other in self.fallbacks)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,14 +288,57 @@ class _PahoClient(paho.Client):
     connected_at: float | None = None
     """When the broker last accepted our CONNECT (monotonic clock), until we reconnect."""
     held_delay: int | None = None
+    brokers: tuple[BrokerUrl, ...] = ()
+    """The brokers to try, in turn: each reconnect goes to the next (see :meth:`reconnect`)."""
+    current: int = 0
+    untried: int = 0
+    """Brokers of the list to try at once, without waiting, before the reconnect delay."""
+    attempted: bool = False
+
+    failed_attempt: Callable[[OSError], None] | None = None
+    """Told why a connection attempt failed (paho itself only says that it did)."""
+
+    def reconnect(self) -> MQTTErrorCode:
+        """Connect to the next broker of the list: every reconnect follows a broker that went
+        away or did not answer, and the others of a cluster serve as well."""
+        if self.attempted and len(self.brokers) > 1:
+            self.current = (self.current + 1) % len(self.brokers)
+            self.aim(self.brokers[self.current])
+        self.attempted = True
+        try:
+            return super().reconnect()
+        except OSError as exc:
+            if self.failed_attempt is not None:
+                self.failed_attempt(exc)
+            raise
+
+    def aim(self, broker: BrokerUrl) -> None:
+        """Make ``broker`` the one the next connection goes to (its host, port and login)."""
+        self._host = broker.host
+        self._port = broker.port
+        if broker.username is not None:
+            self.username_pw_set(broker.username, broker.password)
+        else:
+            self.username_pw_set(None)
+        if broker.websockets:
+            self.ws_set_options(path=broker.path)
 
     def _reconnect_wait(self) -> None:
         """paho starts again from its shortest delay after every accepted CONNECT. A connection
         that is dropped again at once (its client id taken over, a broker at a limit) would then
         come back four times a second, the broker publishing its will and the service its
         availability each time. So the delay only starts afresh after a connection that lasted.
+
+        With a list of brokers, the loss of one that served for a while is followed at once by
+        a try of each of the others; only when none answers does the delay apply.
         """
-        since, self.connected_at = self.connected_at, None
+        since = self.connected_at
+        if since is not None and time.monotonic() - since >= FAILOVER_AFTER_S:
+            self.untried = len(self.brokers) - 1
+        if self.untried > 0:
+            self.untried -= 1
+            return
+        self.connected_at = None
         brief = since is not None and time.monotonic() - since < STABLE_CONNECTION_S
         with self._reconnect_delay_mutex:
             if brief and self._reconnect_delay is None:
@@ -234,16 +347,6 @@ class _PahoClient(paho.Client):
         with self._reconnect_delay_mutex:
             self.held_delay = self._reconnect_delay
 
-    failed_attempt: Callable[[OSError], None] | None = None
-    """Told why a connection attempt failed (paho itself only says that it did)."""
-
-    def reconnect(self) -> MQTTErrorCode:
-        try:
-            return super().reconnect()
-        except OSError as exc:
-            if self.failed_attempt is not None:
-                self.failed_attempt(exc)
-            raise
 
     def release(self) -> None:
         """Close every socket now; paho otherwise leaves its wake-up pair to the collector."""
@@ -334,10 +437,9 @@ class MqttClient:
             transport=transport,
             reconnect_on_failure=True,
         )
-        if url.websockets:
-            self._paho.ws_set_options(path=url.path)
-        if url.username is not None:
-            self._paho.username_pw_set(url.username, url.password)
+        self._paho.brokers = url.brokers
+        self._paho.untried = len(url.brokers) - 1
+        self._paho.aim(url.brokers[0])
         if url.tls:
             context = ssl.create_default_context(cafile=url.ca_file)
             if url.cert_file:
@@ -362,6 +464,8 @@ class MqttClient:
         self._connected = threading.Event()
         self._failure: str | None = None
         self._attempt_error: OSError | None = None
+        self._refusals = 0
+        """Attempts refused in a row (nothing listening, or the broker said no)."""
         self._attempts = threading.Condition()
         self._lock = threading.Lock()
         self._started = False
@@ -491,6 +595,7 @@ class MqttClient:
         self._started = True
         try:
             self._paho.connect_async(self.url.host, self.url.port, keepalive=self._keepalive)
+            self._paho.aim(self.url.brokers[0])
         except (OSError, ValueError) as exc:
             raise MqttError(f"cannot connect to {self.url}: {exc}") from None
         self._paho.loop_start()
@@ -513,17 +618,21 @@ class MqttClient:
             )
         if self._connected.is_set():
             return
+        where = "the broker at" if not self.url.fallbacks else "any of the brokers"
         refused = self._refused()
         if refused is not None:
-            raise MqttError(f"could not connect to the broker at {self.url}: {refused}") from (
+            raise MqttError(f"could not connect to {where} {self.url}: {refused}") from (
                 self._attempt_error
             )
         reason = self._failure or (
             str(self._attempt_error) if self._attempt_error is not None else "no answer"
         )
-        raise MqttError(f"could not connect to the broker at {self.url}: {reason}")
+        raise MqttError(f"could not connect to {where} {self.url}: {reason}")
 
     def _refused(self) -> str | None:
+        # With a list, only once every broker of it has refused: the next may well answer.
+        if self._refusals < len(self.url.brokers):
+            return None
         if isinstance(self._attempt_error, ConnectionRefusedError):
             return "nothing is listening there (connection refused)"
         return self._failure
@@ -569,6 +678,11 @@ class MqttClient:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def broker(self) -> BrokerUrl:
+        """The broker of :attr:`url`'s list that this client uses (or tries) now."""
+        return self._paho.brokers[self._paho.current]
 
     # -- publishing ----------------------------------------------------------------------
 
@@ -629,8 +743,9 @@ class MqttClient:
             value = getattr(reason_code, "value", 0)
             with self._attempts:
                 self._failure = _CONNACK_SENTENCES.get(value, str(reason_code))
+                self._refusals += 1
                 self._attempts.notify_all()
-            logger.warning("%s: broker %s refused: %s", self.name, self.url, self._failure)
+            logger.warning("%s: broker %s refused: %s", self.name, self.broker, self._failure)
             return
         self._network_thread = self._paho.network_thread = threading.get_ident()
         self._paho.connected_at = time.monotonic()
@@ -644,9 +759,10 @@ class MqttClient:
         with self._attempts:
             self._failure = None
             self._attempt_error = None
+            self._refusals = 0
             self._connected.set()
             self._attempts.notify_all()
-        logger.info("%s: connected to %s", self.name, self.url)
+        logger.info("%s: connected to %s", self.name, self.broker)
         for hook in list(self._connect_hooks):
             self._run_hook(hook)
 
@@ -677,8 +793,10 @@ class MqttClient:
     def _on_failed_attempt(self, error: OSError) -> None:
         with self._attempts:
             self._attempt_error = error
+            if isinstance(error, ConnectionRefusedError):
+                self._refusals += 1
             self._attempts.notify_all()
-        logger.debug("%s: cannot reach %s: %s", self.name, self.url, error)
+        logger.debug("%s: cannot reach %s: %s", self.name, self.broker, error)
 
     def _on_unrouted(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
         logger.debug("%s: no handler for %s", self.name, message.topic)

@@ -32,7 +32,8 @@ BrokerOption = Annotated[
         envvar="HAND_MQTT_BROKER",
         metavar="URL",
         help="Broker URL: mqtt://[user:password@]host[:port], mqtts://... for TLS, "
-        "ws://... or wss://... for websockets.",
+        "ws://... or wss://... for websockets; a comma-separated list names brokers to fail "
+        "over to, in order (a cluster's nodes).",
         show_default=True,
     ),
 ]
@@ -230,7 +231,12 @@ def broker_url(url: str, ca_file: str | None = None) -> BrokerUrl:
             raise ConfigError(
                 f"cannot read the password file {password_file}: {exc.strerror}"
             ) from None
-        parsed = dataclasses.replace(parsed, password=password)
+        # The same login on every broker of a list.
+        parsed = dataclasses.replace(
+            parsed,
+            password=password,
+            fallbacks=tuple(dataclasses.replace(f, password=password) for f in parsed.fallbacks),
+        )
     return parsed
 
 
