@@ -53,10 +53,7 @@ deps:
 	fi
 
 # npm ci installs exactly what package-lock.json pins, into the folder's own node_modules.
-$(CLUSTER_STAMP): $(CLUSTER)/package.json $(CLUSTER)/package-lock.json
-	@command -v npm >/dev/null || { \
-		$(SUDO) apt-get -o DPkg::Lock::Timeout=600 update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends nodejs npm; }
+$(CLUSTER_STAMP): $(CLUSTER)/package.json $(CLUSTER)/package-lock.json | deps
 	cd $(CLUSTER) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
