@@ -115,7 +115,8 @@ def web(
             envvar="HAND_MQTT_BROKER_WS",
             metavar="URL",
             help="The broker's MQTT-over-websockets URL as browsers reach it "
-            "(a host of 0.0.0.0: the host the page was loaded from).",
+            "(a host of 0.0.0.0: the host the page was loaded from); a comma-separated list "
+            "names brokers the page fails over to, in order.",
             show_default=True,
         ),
     ] = "ws://127.0.0.1:9001/",

@@ -8,12 +8,15 @@ B knows afterwards it learnt from the clients alone.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 
 import pytest
+from typer.testing import CliRunner
 
 from hand_mqtt import BrokerUrl, HandClient, HandState, Message, MqttClient, Topics, Will
+from hand_mqtt.cli import app
 from tests.conftest import need
 from tests.support.brokers import MosquittoProcess, mosquitto_binary
 from tests.support.system import Recorder, System, wait_until
@@ -130,5 +133,22 @@ def test_the_hand_is_served_through_the_second_broker_after_the_first_dies(
             after: HandState = hand.pose("rockstar", wait="reported", timeout=20)
             assert after.version == before.version + 1
             system.wait_hand((180, 0, 0, 180, 180))
+    finally:
+        system.stop()
+
+
+def test_the_cli_takes_a_list_and_uses_the_broker_that_answers(
+    pair: tuple[MosquittoProcess, MosquittoProcess], topics: Topics
+) -> None:
+    a, b = pair
+    system = System(BrokerUrl.parse(b.url), topics).start()
+    try:
+        a.stop()
+        cli = CliRunner(env={"HAND_MQTT_BROKER": f"{a.url},{b.url}", "HAND_MQTT_BASE": topics.base})
+        moved = cli.invoke(app, ["pose", "peace"])
+        assert moved.exit_code == 0, moved.output
+        shown = cli.invoke(app, ["state", "--json"])
+        assert shown.exit_code == 0, shown.output
+        assert json.loads(shown.stdout)["desired"]["pose"] == "peace"
     finally:
         system.stop()

@@ -64,7 +64,14 @@ _SECURITY_HEADERS: Final = {
 
 
 def check_broker_ws(url: str) -> str:
-    """Return ``url`` if a browser can open it as an MQTT websocket, else raise ConfigError."""
+    """Return ``url`` if a browser can open it as an MQTT websocket, else raise ConfigError.
+
+    A comma-separated list names brokers to fail over to, in order (see docs/deployment.md):
+    each entry is checked, and the page tries them in turn.
+    """
+    entries = [entry.strip() for entry in url.split(",")]
+    if len(entries) > 1:
+        return ",".join(check_broker_ws(entry) for entry in entries)
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise ConfigError(

@@ -59,6 +59,9 @@
     base: 'hand',
     hand: 'hand1',
     brokerUrl: '',
+    current: 0, // which of them is in use
+    brokers: [], // the brokers to try, in turn: the one in use, then the next when it goes
+    attempts: 0,
     client: null,
     socket: null, // the websocket MQTT.js is using
     clientId: '',
@@ -194,8 +197,15 @@
       reconnectPeriod: RECONNECT_MS,
       connectTimeout: 5000,
       resubscribe: false, // subscribe() below runs on every connection
+      // Every new socket after the first follows a broker that went away or did not answer:
+      // with a list of brokers, it goes to the next one, as every hand-mqtt client does.
       createWebsocket: (url, protocols) => {
-        page.socket = new WebSocket(url, protocols);
+        if (page.attempts > 0 && page.brokers.length > 1) {
+          page.current = (page.current + 1) % page.brokers.length;
+        }
+        page.attempts += 1;
+        const target = page.brokers.length > 1 ? page.brokers[page.current] : url;
+        page.socket = new WebSocket(target, protocols);
         return page.socket;
       },
     };
@@ -203,7 +213,8 @@
       options.username = login.username;
       options.password = login.password;
     }
-    const client = mqtt.connect(page.brokerUrl, options);
+    page.attempts = 0;
+    const client = mqtt.connect(page.brokers[page.current] || page.brokerUrl, options);
     page.client = client;
     client.on('connect', () => onConnect(client));
     client.on('message', (name, payload, packet) => onMessage(name, payload, packet));
@@ -819,7 +830,9 @@
     page.base = String(config.base || 'hand');
     const wanted = new URLSearchParams(location.search).get('hand');
     page.hand = wanted && HAND_NAME.test(wanted) && wanted !== BRIDGE ? wanted : String(config.hand || 'hand1');
-    page.brokerUrl = brokerUrl(String(config.broker));
+    page.brokers = String(config.broker).split(',').map((entry) => brokerUrl(entry.trim()));
+    page.current = 0;
+    page.brokerUrl = page.brokers[0];
     $('broker-url').textContent = page.brokerUrl;
     $('mqttjs-version').textContent = String(config.mqttjs || '');
     if (typeof mqtt === 'undefined') {
