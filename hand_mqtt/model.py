@@ -285,6 +285,24 @@ def is_angle(value: object) -> TypeGuard[int]:
     return type(value) is int and MIN_ANGLE <= value <= MAX_ANGLE
 
 
+class Lease(_Frozen):
+    """A message on a hand's lease topic, ``<base>/bridge/lease/<hand>``: which arbiter serves
+    the hand (see :mod:`hand_mqtt.services.leases`)."""
+
+    hand: str
+    arbiter: str | None
+    """The arbiter that serves (or claims) the hand; None once released."""
+    epoch: int = Field(ge=0)
+    """Grows by one with every change of arbiter; a message of an older epoch is stale."""
+    status: Literal["claim", "serving", "handed", "released"]
+    """``claim``: wants the hand (not retained); ``serving``: holds it (retained); ``handed``:
+    the previous holder stood down for ``arbiter`` (not retained); ``released``: nobody holds
+    it (retained)."""
+    previous: str | None = None
+    """The arbiter that held the hand before (for ``handed`` and ``released``: the one that
+    stood down)."""
+
+
 def angles_of(values: Iterable[int]) -> Angles:
     """Check and convert five angles into an :data:`Angles` tuple."""
     result = tuple(values)
