@@ -100,6 +100,9 @@ class HandState(_Frozen):
     """The emergency stop: every finger relaxed, motion commands refused until unlocked."""
     duration_ms: int | None = Field(default=None, ge=0)
     """The last motion's duration: the fingers it moves arrive together this much later."""
+    answers: str | None = None
+    """A digest of the command this state answers (see ``services.leases.command_digest``):
+    an arbiter standing by learns from it that the command was served."""
 
     @property
     def angles(self) -> Angles:
@@ -117,7 +120,7 @@ class HandState(_Frozen):
             f'"version":{self.version},"transaction":{json.dumps(self.transaction)},'
             f'"gesture":{self.gesture.model_dump_json() if self.gesture else "null"},'
             f'"relaxed":[{relaxed}],"locked":{"true" if self.locked else "false"},'
-            f'"duration_ms":{duration}}}'
+            f'"duration_ms":{duration},"answers":{json.dumps(self.answers)}}}'
         )
 
 
@@ -238,6 +241,8 @@ class ErrorReport(_Frozen):
     payload: str
     error: str
     transaction: str | int | None = None
+    answers: str | None = None
+    """A digest of the refused command (see ``HandState.answers``)."""
 
     @classmethod
     def about(
@@ -246,6 +251,7 @@ class ErrorReport(_Frozen):
         payload: bytes,
         sentence: str,
         transaction: str | int | None = None,
+        answers: str | None = None,
     ) -> ErrorReport:
         """The report on a rejected message, bounded whatever the message held: the topic and
         the start of the payload as short escaped excerpts (bytes that are not UTF-8 as
@@ -256,6 +262,7 @@ class ErrorReport(_Frozen):
             payload=excerpt(start, ERROR_PAYLOAD_CHARS),
             error=excerpt(sentence, ERROR_SENTENCE_CHARS),
             transaction=transaction,
+            answers=answers,
         )
 
 

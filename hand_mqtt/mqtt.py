@@ -347,6 +347,12 @@ class _PahoClient(paho.Client):
         with self._reconnect_delay_mutex:
             self.held_delay = self._reconnect_delay
 
+    def write_now(self) -> None:
+        """``loop_write`` for a handler on the network thread: a write that fails is left for
+        the network loop to find. paho's own handling of it (``on_disconnect``) takes the lock
+        that the handler's caller holds, and the thread would wait for itself forever."""
+        if getattr(self, "_sock", None) is not None:
+            self._packet_write()
 
     def release(self) -> None:
         """Close every socket now; paho otherwise leaves its wake-up pair to the collector."""
@@ -717,7 +723,7 @@ class MqttClient:
         others are waiting for, then does more work, saves that turn by flushing first.
         """
         if threading.get_ident() == self._network_thread:
-            self._paho.loop_write()
+            self._paho.write_now()
 
     # -- paho callbacks ------------------------------------------------------------------
 

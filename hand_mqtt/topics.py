@@ -142,6 +142,14 @@ class Topics:
         """Which hands the arbiter serves (retained JSON, see ``model.ServedHands``)."""
         return f"{self.base}/{BRIDGE}/hands"
 
+    def bridge_lease(self, hand: str) -> str:
+        """Which arbiter serves ``hand`` (``+`` for every hand; see ``model.Lease``)."""
+        return f"{self.base}/{BRIDGE}/lease/{hand}"
+
+    def bridge_arbiter(self, arbiter: str) -> str:
+        """Whether the arbiter ``arbiter`` runs: ``online``, or ``offline`` (its will)."""
+        return f"{self.base}/{BRIDGE}/arbiter/{arbiter}"
+
     def sync(self, client_id: str) -> str:
         """A client's own echo topic: a message to it comes back after the retained ones."""
         return f"{self.base}/{BRIDGE}/sync/{client_id}"
@@ -168,6 +176,14 @@ class Topics:
             if parts[1] in _FINGER_SET:
                 return CommandTopic(hand, "finger", parts[1])
         return None
+
+    def bridge_item(self, topic: str, kind: str) -> str | None:
+        """The last segment of ``<base>/bridge/<kind>/<name>`` (a hand, an arbiter), or None."""
+        prefix = f"{self.base}/{BRIDGE}/{kind}/"
+        if not topic.startswith(prefix):
+            return None
+        name = topic[len(prefix) :]
+        return name if _SEGMENT.match(name) else None
 
     def hand_of(self, topic: str, suffix: str) -> str | None:
         """The hand named by ``<base>/<hand>/<suffix>``, or None."""

@@ -15,6 +15,17 @@ arrival order as soon as their hand is served. A retained state that cannot be r
 replaced by a guess: without a state file to fall back on, the hand is not served (its commands
 are answered on ``error``) until a readable state or an empty retained message replaces it.
 
+Several arbiters may run against one broker (or cluster): each hand is served by the holder of
+its lease (:mod:`hand_mqtt.services.leases`). An arbiter subscribes to the commands, states and
+errors of every hand it may serve, and keeps the commands of hands it does not serve in a ledger
+until their answer (a state or error naming the command's digest) comes by; when it takes a hand
+over, from an arbiter that handed it or vanished, it continues from the last state it saw (or the
+retained one) and applies what is left in the ledger: no command is applied twice, none is
+dropped without an answer. ``standby`` arbiters only take hands nobody holds; the others claim
+their named hands at start, and the holder stands down. The arbiter's will says ``offline`` on
+its own presence topic, which frees its hands; a second, tiny connection keeps the base's
+``bridge/state`` and its will.
+
 Gestures are played here too, by the one writer: a :class:`GesturePlayer` keeps time on its own
 thread and calls back for each step, which is applied and published like a command's result.
 Every handler and every step runs under one lock, so they never interleave.
@@ -44,12 +55,14 @@ from hand_mqtt.model import (
     Finger,
     GestureProgress,
     HandState,
+    Lease,
     PoseBook,
     ServedHands,
     excerpt,
 )
 from hand_mqtt.mqtt import Message, MqttClient, Will
 from hand_mqtt.services.journal import StateJournal
+from hand_mqtt.services.leases import LeaseKeeper, Outcome, Phase, command_digest
 from hand_mqtt.services.player import GesturePlayer, Playing
 from hand_mqtt.services.requests import REQUESTS, parse_request
 from hand_mqtt.topics import BRIDGE, OFFLINE, ONLINE, CommandTopic, HandTopics, Topics
@@ -57,6 +70,10 @@ from hand_mqtt.topics import BRIDGE, OFFLINE, ONLINE, CommandTopic, HandTopics, 
 __all__ = ["Arbiter"]
 
 logger = logging.getLogger("hand_mqtt")
+
+HANDOVER_WAIT_S: Final = 5.0
+"""How long a claim that won waits for the previous holder to stand down: one that says
+nothing this long is taken for dead (a broker restored its presence from disk, say)."""
 
 _LOCKED: Final = (
     'the hand is locked (emergency stop) and refuses to move; send {"lock": false} to unlock it'
@@ -125,8 +142,11 @@ class Arbiter:
         max_hands: int = 1000,
         journal: StateJournal | None = None,
         max_held: int = 1000,
+        standby: bool = False,
     ) -> None:
         self.client = client
+        self.standby = standby
+        """Take only hands that nobody holds (never claim one from a running arbiter)."""
         self.journal = journal
         self.session = uuid.uuid4().hex[:16]
         """A random id of this run, in every answer to a request (see ``bridge/request``)."""
@@ -141,9 +161,7 @@ class Arbiter:
         self._synced = False
         """Every retained state the broker had for us has arrived (or never will)."""
         self._ready: set[str] = set()
-        """Hands served before that (their retained state came), in arrival order of commands."""
-        self._held: dict[str, list[Message]] = {}
-        self._held_count = 0
+        """Hands served: their lease is ours and their state is known."""
         self._unreadable: dict[str, bytes] = {}
         """Hands whose retained state cannot be read, with that payload: not served."""
         self._restored = threading.Event()
@@ -153,7 +171,30 @@ class Arbiter:
         self._lock = threading.RLock()
         self._playing: dict[str, Playing] = {}
         self._player = GesturePlayer(self._next_step)
-        client.set_will(Will(self.topics.bridge_state, OFFLINE))
+        self.leases = LeaseKeeper(self.session)
+        self._seen: dict[str, HandState] = {}
+        """The newest state of each hand that another arbiter serves, as it goes by."""
+        self._rereading: set[str] = set()
+        """Hands taken over whose retained state is being read afresh."""
+        self._pending_state: dict[str, Message] = {}
+        """An unreadable retained state of a hand another arbiter serves, kept for a takeover."""
+        self._handover_timers: dict[str, threading.Timer] = {}
+        self._claimed_named = False
+        self._wanted: set[str] = set()
+        """Named hands claimed at start and not taken yet: a claim that loses to an older
+        lease (learnt meanwhile) is made again, for the next epoch."""
+        self._stopping = False
+        self._awaited: set[str] = set()
+        """Hands claimed at start: ready once each is served, or lost."""
+        client.set_will(Will(self.topics.bridge_arbiter(self.session), OFFLINE))
+        # One will per connection: the herald's is the base's bridge/state.
+        self.herald = MqttClient(
+            client.url,
+            name=f"{client.name}-herald",
+            will=Will(self.topics.bridge_state, OFFLINE),
+            sync_grace=client.sync_grace,
+        )
+        self.herald.on_connect(self._on_herald_connect)
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -165,6 +206,10 @@ class Arbiter:
                     self._states[hand] = self._fresh(state)
         for topic_filter in self._state_filters():
             self.client.subscribe(topic_filter, self._on_retained_state)
+        for topic_filter in self._state_filters("error"):
+            self.client.subscribe(topic_filter, self._on_error_report)
+        self.client.subscribe(self.topics.bridge_lease("+"), self._on_lease)
+        self.client.subscribe(self.topics.bridge_arbiter("+"), self._on_presence)
         if self._fixed is None:
             filters: Sequence[str] = self.topics.all_command_filters
         else:
@@ -174,22 +219,57 @@ class Arbiter:
             self.client.subscribe(topic_filter, self._on_command)
         self.client.on_connect(self._on_connect)
         self.client.start()
+        self.herald.start()
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
         """Block until every hand's state has been restored and commands are being served."""
         return self._restored.wait(timeout)
 
     def stop(self) -> None:
-        """Say ``offline`` on the bridge topic and disconnect; a gesture stops where it is."""
+        """Release the hands, say ``offline`` and disconnect; a gesture stops where it is."""
         self._player.close()
+        with self._lock:
+            self._stopping = True
+            for timer in self._handover_timers.values():
+                timer.cancel()
+            releases = [
+                self.leases.release(lease.hand)
+                for lease in list(self.leases.hands.values())
+                if lease.phase is Phase.SERVING
+            ]
+            self._ready.clear()
         if self.client.connected:
             try:
-                self.client.publish(self.topics.bridge_state, OFFLINE, retain=True, wait=2.0)
+                for release in releases:
+                    self._publish_lease(release, retain=True)
+                self.client.publish(
+                    self.topics.bridge_arbiter(self.session), OFFLINE, retain=True, wait=2.0
+                )
+            except Exception:
+                logger.warning("arbiter: could not release its hands before stopping")
+        self.client.stop()
+        if self.herald.connected:
+            try:
+                self.herald.publish(self.topics.bridge_state, OFFLINE, retain=True, wait=2.0)
             except Exception:
                 logger.warning("arbiter: could not publish offline before stopping")
-        self.client.stop()
+        self.herald.stop()
         if self.journal is not None:
             self.journal.close()
+
+    def abort(self) -> None:
+        """Vanish without a goodbye, as a killed process does: the broker sends the wills."""
+        self._player.close()
+        with self._lock:
+            self._stopping = True
+            for timer in self._handover_timers.values():
+                timer.cancel()
+        self.client.abort()
+        self.herald.abort()
+
+    def serves(self, hand: str) -> bool:
+        """Whether this arbiter holds ``hand``'s lease and applies its commands now."""
+        return hand in self._ready and self._ours(hand)
 
     def state(self, hand: str) -> HandState:
         """The current desired state of ``hand`` (open when never commanded)."""
@@ -201,9 +281,23 @@ class Arbiter:
 
     # -- handlers (network thread) ---------------------------------------------------------
 
+    def _on_herald_connect(self) -> None:
+        self.herald.publish(self.topics.bridge_state, ONLINE, retain=True)
+
     @_serialised
     def _on_connect(self) -> None:
-        self.client.publish(self.topics.bridge_state, ONLINE, retain=True)
+        self.client.publish(self.topics.bridge_arbiter(self.session), ONLINE, retain=True)
+        for lease in list(self.leases.hands.values()):
+            if lease.phase is Phase.SERVING:
+                self._publish_lease(self.leases.serving(lease.hand), retain=True)
+        if self._fixed is not None and not self.standby and not self._claimed_named:
+            # Named hands are claimed at once, from whoever holds them (it stands down); only
+            # at start: one that took them from us since is not asked for them back.
+            self._claimed_named = True
+            self._wanted = set(self._fixed)
+            for hand in self._fixed:
+                if self.leases.hand(hand).phase is Phase.STANDBY:
+                    self._claim(hand)
         poses = {name: list(angles) for name, angles in self.poses.items()}
         self.client.publish(self.topics.bridge_poses, json.dumps(poses), retain=True)
         gestures = {name: gesture.to_dict() for name, gesture in self.poses.gestures.items()}
@@ -222,18 +316,39 @@ class Arbiter:
         if self._synced:
             return
         self._synced = True
-        waiting = {*(self._fixed or self._held), *self._states}
-        for hand in sorted(waiting - self._ready - set(self._unreadable)):
-            self._serve(hand, self._states.get(hand) or self._open())
-        # Only hands whose state is unreadable still listen to it, for its replacement.
-        still = {self.topics.hand(hand).state for hand in self._unreadable}
-        filters = self._state_filters()
-        for topic_filter in filters:
-            if topic_filter not in still:
-                self.client.unsubscribe(topic_filter)
-        for topic in still.difference(filters):
-            self.client.subscribe(topic, self._on_retained_state)
-        logger.info("arbiter: serving %s", ", ".join(self.hands) or "every hand")
+        for hand, lease in sorted(self.leases.hands.items()):
+            if lease.phase is Phase.SERVING and hand not in self._ready:
+                self._restore(hand)
+        # The hands this arbiter may serve that nobody holds: the named ones, or every hand
+        # known to have a state, a lease or a command waiting.
+        known = set(self._fixed or {*self._seen, *self._states, *self.leases.hands})
+        for hand in sorted(known):
+            if self.leases.hand(hand).phase is Phase.STANDBY and self.leases.is_free(hand):
+                self._claim(hand)
+        self._awaited = {
+            hand
+            for hand, lease in self.leases.hands.items()
+            if lease.phase is not Phase.STANDBY and hand not in self._ready
+        }
+        self._check_restored()
+
+    def _check_restored(self) -> None:
+        """Ready once synced and every hand claimed at start is served, lost to another
+        arbiter, or known to be unreadable."""
+        if self._restored.is_set() or not self._synced:
+            return
+        for hand in self._awaited:
+            lease = self.leases.hands.get(hand)
+            if (
+                lease is not None
+                and lease.phase is not Phase.STANDBY
+                and hand not in self._ready
+                and hand not in self._unreadable
+            ):
+                return
+        logger.info(
+            "arbiter %s: serving %s", self.session, ", ".join(sorted(self._ready)) or "no hand yet"
+        )
         self._restored.set()
 
     @_serialised
@@ -243,7 +358,14 @@ class Arbiter:
             return  # served: this arbiter is the writer of its state from now on
         if self._fixed is not None and hand not in self._fixed:
             return
-        known = self._states.get(hand)  # from the state file
+        if not self._ours(hand) or hand in self._rereading:
+            self._track(hand, message)
+            return
+        self._restore_from(hand, message)
+
+    def _restore_from(self, hand: str, message: Message) -> None:
+        """The hand is ours and waits for its state: ``message`` is its retained state."""
+        known = self._best_known(hand)  # the state file's, or the last one seen served
         if known is None and self._fixed is None and len(self._states) >= self.max_hands:
             return
         if not message.payload:
@@ -289,6 +411,7 @@ class Arbiter:
         if not self._serving(target.hand):
             self._hold(target.hand, message)
             return
+        answers = command_digest(message.topic, message.payload)
         try:
             command = parse_command(target, message.payload, self.poses)
         except CommandError as exc:
@@ -300,7 +423,7 @@ class Arbiter:
             return
         self.accepted += 1
         if command.gesture is not None:
-            self._play(target.hand, command)
+            self._play(target.hand, command, answers)
             return
         self._end_gesture(target.hand)  # any other command ends a gesture at once (a stop too)
         angles, relaxed, locked, duration = _effects(current, command, self.poses)
@@ -311,18 +434,19 @@ class Arbiter:
             relaxed=relaxed,
             locked=locked,
             duration_ms=duration,
+            answers=answers,
         )
 
     # -- restoring -------------------------------------------------------------------------
 
     def _serving(self, hand: str) -> bool:
         """Whether commands for ``hand`` are applied now (else held, or refused)."""
-        return hand in self._ready or (self._synced and hand not in self._unreadable)
+        return hand in self._ready
 
-    def _state_filters(self) -> list[str]:
+    def _state_filters(self, topic: str = "state") -> list[str]:
         if self._fixed is None:
-            return [f"{self.topics.base}/+/state"]
-        return [t.state for t in self._fixed.values()]
+            return [f"{self.topics.base}/+/{topic}"]
+        return [f"{t.root}/{topic}" for t in self._fixed.values()]
 
     def _fresh(self, state: HandState) -> HandState:
         """A restored state as this arbiter continues from it: a gesture is not resumed."""
@@ -356,10 +480,10 @@ class Arbiter:
         if self._unreadable.get(hand) == message.payload:
             return  # said already (the same retained message, delivered again)
         self._unreadable[hand] = message.payload
+        self._check_restored()
         logger.warning("arbiter: %s", self._unreadable_sentence(hand))
         self._report(hand, message, self._unreadable_sentence(hand))
-        for held in self._held.pop(hand, []):
-            self._held_count -= 1
+        for held in self.leases.hand(hand).ledger.take():
             self._refuse(hand, held, self._unreadable_sentence(hand))
 
     def _unreadable_sentence(self, hand: str) -> str:
@@ -370,35 +494,60 @@ class Arbiter:
         )
 
     def _hold(self, hand: str, message: Message) -> None:
-        """Before the hand's state is known: hold the command, or answer why it cannot be."""
-        if hand in self._unreadable:
+        """A command for a hand not served now: hold it in the hand's ledger (applied when this
+        arbiter serves the hand, forgotten when another answers it), or answer why not."""
+        lease = self.leases.hand(hand)
+        mine = lease.phase is not Phase.STANDBY  # claiming, taking over, or restoring
+        if mine and hand in self._unreadable:
             self._refuse(hand, message, self._unreadable_sentence(hand))
-        elif self._held_count >= self.max_held:
+        elif mine and len(lease.ledger) >= self.max_held:
             self._refuse(
                 hand,
                 message,
                 f"the arbiter is restoring the hands' state and already holds {self.max_held} "
                 "commands; send this one again in a moment",
             )
+        elif not mine and self._synced and self.leases.is_free(hand):
+            # A hand nobody serves: take it, for a command that can be applied (a made-up hand
+            # with only refused commands takes no slot, and leaves no lease behind).
+            if self._fixed is None and not self._known(hand) and not self._parses(message):
+                return
+            lease.ledger.add(message)
+            self._claim(hand)
         else:
-            self._held.setdefault(hand, []).append(message)
-            self._held_count += 1
+            lease.ledger.add(message)
 
-    def _serve(self, hand: str, state: HandState) -> None:
+    def _known(self, hand: str) -> bool:
+        """Whether ``hand`` has a state (ours or seen) or a lease on the broker."""
+        lease = self.leases.hands.get(hand)
+        return hand in self._states or hand in self._seen or (lease is not None and lease.seen)
+
+    def _parses(self, message: Message) -> bool:
+        """Whether a command can be applied to a new hand; it is answered on error if not."""
+        target = self.topics.parse_command(message.topic)
+        if target is None:
+            return False
+        try:
+            command = parse_command(target, message.payload, self.poses)
+        except CommandError as exc:
+            self._reject(target.hand, message, str(exc), exc.transaction)
+            return False
+        return command is not None
+
+    def _serve(self, hand: str, state: HandState, *, announce: bool = True) -> None:
         """Start serving ``hand`` from ``state``, then apply what was held for it, in order."""
         self._hand_topics.setdefault(hand, self.topics.hand(hand))
-        if self._unreadable.pop(hand, None) is not None and self._synced:
-            self.client.unsubscribe(self._hand_topics[hand].state)
+        self._unreadable.pop(hand, None)
         self._ready.add(hand)
-        self._states[hand] = state
-        if self.journal is not None:
-            self.journal.record(hand, state)
-        logger.info("arbiter: serving %s from version %d", hand, state.version)
-        self._publish_state(hand, previous=None)
-        held = self._held.pop(hand, [])
-        self._held_count -= len(held)
-        for message in held:
+        logger.info("arbiter %s: serving %s from version %d", self.session, hand, state.version)
+        if announce:
+            self._states[hand] = state
+            if self.journal is not None:
+                self.journal.record(hand, state)
+            self._publish_state(hand, previous=None)
+        for message in self.leases.hand(hand).ledger.take():
             self._on_command(message)
+        self._check_restored()
 
     def _refuse(self, hand: str, message: Message, sentence: str) -> None:
         """Answer a command that cannot be applied now, echoing its transaction if it has one."""
@@ -415,16 +564,256 @@ class Arbiter:
         """The state of a hand that never had one: open, version 0."""
         return HandState(pose=self.poses.name_of(HandState().angles))
 
+    # -- leases: which arbiter serves which hand ---------------------------------------------
+
+    def _ours(self, hand: str) -> bool:
+        """Whether this arbiter holds ``hand``'s lease (its state may still be on its way)."""
+        lease = self.leases.hands.get(hand)
+        return lease is not None and lease.phase is Phase.SERVING
+
+    def _wants(self, hand: str) -> bool:
+        """Whether this arbiter may serve ``hand`` (it takes it when nobody holds it)."""
+        return self._fixed is None or hand in self._fixed
+
+    def _best_known(self, hand: str) -> HandState | None:
+        """The newest state known for ``hand``: the state file's or our own, or the last one
+        another arbiter was seen to publish."""
+        ours, seen = self._states.get(hand), self._seen.get(hand)
+        if seen is not None and (ours is None or seen.version > ours.version):
+            return self._fresh(seen)
+        return ours
+
+    def _track(self, hand: str, message: Message) -> None:
+        """Another arbiter's state for ``hand`` (or the retained one): remember the newest, and
+        forget the command it answers."""
+        if not message.payload:
+            self._seen.pop(hand, None)  # retired
+            return
+        try:
+            state = HandState.model_validate_json(message.payload)
+        except ValidationError:
+            self._pending_state[hand] = message  # read again, with its sentence, if we serve
+            return
+        self._pending_state.pop(hand, None)
+        old = self._seen.get(hand)
+        if old is not None and state.version <= old.version:
+            return  # a state seen already (or an older one, late)
+        self._seen[hand] = state
+        if state.answers is not None and not message.retain:
+            self.leases.hand(hand).ledger.answered(state.answers)
+
+    @_serialised
+    def _on_error_report(self, message: Message) -> None:
+        hand = self.topics.hand_of(message.topic, "error")
+        if hand is None or self._ours(hand) or hand not in self.leases.hands:
+            return  # ours, or a hand with nothing waiting
+        try:
+            report = ErrorReport.model_validate_json(message.payload)
+        except ValidationError:
+            return
+        if report.answers is not None:
+            self.leases.hand(hand).ledger.answered(report.answers)
+
+    @_serialised
+    def _on_presence(self, message: Message) -> None:
+        arbiter = self.topics.bridge_item(message.topic, "arbiter")
+        if arbiter is None or not message.payload:
+            return
+        online = message.payload == ONLINE
+        if arbiter == self.session:
+            if not online and self.client.connected:
+                # Our own will, published late (by a node that lost us): we are here.
+                self.client.publish(message.topic, ONLINE, retain=True)
+            return
+        freed = self.leases.on_presence(arbiter, online)
+        if online:
+            return
+        logger.info(
+            "arbiter %s: arbiter %s went away (%s)",
+            self.session,
+            arbiter,
+            excerpt(repr(message.payload), 40),
+        )
+        for hand in self.leases.handing_from(arbiter):
+            self._take_over(hand)
+        for hand in freed:
+            if self._wants(hand):
+                self._claim(hand)
+
+    @_serialised
+    def _on_lease(self, message: Message) -> None:
+        hand = self.topics.bridge_item(message.topic, "lease")
+        if hand is None or not message.payload or not self._wants(hand):
+            return
+        try:
+            lease = Lease.model_validate_json(message.payload)
+        except ValidationError:
+            logger.debug("arbiter: ignored an unreadable lease on %s", message.topic)
+            return
+        if lease.hand != hand:
+            return
+        outcome = self.leases.on_lease(lease)
+        state = self.leases.hand(hand)
+        if outcome is Outcome.TAKE_OVER:
+            self._take_over(hand)
+        elif outcome is Outcome.WON:
+            self._await_handover(hand, state.epoch)
+        elif outcome is Outcome.STEP_DOWN:
+            self._step_down(hand)
+        elif outcome is Outcome.REASSERT:
+            self._publish_lease(self.leases.serving(hand), retain=True)
+        elif outcome is Outcome.FREE:
+            self._claim(hand)
+        elif (
+            outcome is None
+            and lease.status == "claim"
+            and lease.arbiter == self.session
+            and state.phase is Phase.CLAIMING
+            and lease.epoch < state.epoch
+        ):
+            self._claim(hand)  # our claim was older than the lease we learnt of meanwhile
+        if (
+            outcome in (Outcome.LOST, Outcome.STEP_DOWN)
+            and state.phase is Phase.STANDBY
+            and (not self.leases.alive(state.holder) or hand in self._wanted)
+        ):
+            self._claim(hand)  # the winner is gone already, or held the hand before our claim
+        elif (
+            outcome is None
+            and lease.arbiter == self.session
+            and lease.status == "claim"
+            and state.phase is Phase.STANDBY
+            and hand in self._wanted
+        ):
+            self._claim(hand)  # our claim came after a lease of its epoch
+        self._check_restored()
+
+    def _claim(self, hand: str) -> None:
+        if not self._wants(hand) or self._stopping:
+            return
+        claim = self.leases.claim(hand)
+        logger.debug("arbiter %s: claims %s (epoch %d)", self.session, hand, claim.epoch)
+        self._publish_lease(claim, retain=False)
+
+    def _await_handover(self, hand: str, epoch: int) -> None:
+        """Our claim won; the holder stands down with ``handed``, or is taken for dead."""
+        old = self._handover_timers.pop(hand, None)
+        if old is not None:
+            old.cancel()
+        timer = threading.Timer(HANDOVER_WAIT_S, self._handover_overdue, (hand, epoch))
+        timer.daemon = True
+        self._handover_timers[hand] = timer
+        timer.start()
+
+    def _handover_overdue(self, hand: str, epoch: int) -> None:
+        with self._lock:
+            self._handover_timers.pop(hand, None)
+            lease = self.leases.hands.get(hand)
+            if lease is None or lease.phase is not Phase.HANDING or lease.epoch != epoch:
+                return
+            logger.warning(
+                "arbiter %s: %s did not hand %s over within %g s; taking it",
+                self.session,
+                lease.previous,
+                hand,
+                HANDOVER_WAIT_S,
+            )
+            self._take_over(hand)
+
+    def _take_over(self, hand: str) -> None:
+        """The hand is ours: say so (retained), then serve it once its state is known."""
+        timer = self._handover_timers.pop(hand, None)
+        if timer is not None:
+            timer.cancel()
+        if self._stopping:
+            return
+        self._wanted.discard(hand)
+        lease = self.leases.serving(hand)
+        self._publish_lease(lease, retain=True)
+        logger.info("arbiter %s: takes %s (epoch %d)", self.session, hand, lease.epoch)
+        if self._synced:
+            self._reread(hand, lease.epoch)
+        elif hand in self._seen or hand in self._pending_state:
+            self._restore(hand)
+        # else: its retained state, or the end of the retained messages, serves it
+
+    def _reread(self, hand: str, epoch: int) -> None:
+        """Before serving a hand taken over: every state its last holder published must have
+        come by. Some brokers deliver a vanished client's will before its last messages, and a
+        cluster delivers a retained message late: read the retained state afresh, and wait
+        for our own echo (and its grace) behind whatever the broker still had for us."""
+        self._rereading.add(hand)
+        topic = self.topics.hand(hand).state
+        self.client.subscribe(topic, self._on_retained_state)
+        self.client.when_synced(self._sync_topic, functools.partial(self._reread_done, hand, epoch))
+
+    def _reread_done(self, hand: str, epoch: int) -> None:
+        with self._lock:
+            self._rereading.discard(hand)
+            if self._fixed is None:
+                self.client.unsubscribe(self.topics.hand(hand).state)  # the wildcard stays
+            lease = self.leases.hands.get(hand)
+            if lease is None or lease.phase is not Phase.SERVING or lease.epoch != epoch:
+                return  # taken by another meanwhile
+            seen = self._seen.get(hand)
+            if seen is not None and seen.answers is not None:
+                # The retained state may be all that came of the last commands' states.
+                lease.ledger.answered_through(seen.answers)
+            self._restore(hand)
+
+    def _restore(self, hand: str) -> None:
+        """Serve a hand that is ours from the newest state known for it."""
+        if hand in self._ready:
+            return
+        pending = self._pending_state.pop(hand, None)
+        if pending is not None and hand not in self._seen:
+            self._restore_from(hand, pending)
+            return
+        if hand in self._unreadable:
+            return
+        known = self._best_known(hand)
+        # A new hand of --all-hands takes its slot with its first accepted command.
+        self._serve(
+            hand, known or self._open(), announce=known is not None or self._fixed is not None
+        )
+
+    def _step_down(self, hand: str) -> None:
+        """Another arbiter claimed a hand we serve: every command before its claim is answered
+        (they ran in order on this thread), so hand it over and keep the rest in the ledger."""
+        self._end_gesture(hand)
+        self._ready.discard(hand)
+        lease = self.leases.hand(hand)
+        state = self._states.get(hand)
+        if state is not None:
+            self._seen[hand] = state
+        self._publish_lease(
+            Lease(
+                hand=hand,
+                arbiter=lease.holder,
+                epoch=lease.epoch,
+                status="handed",
+                previous=self.session,
+            ),
+            retain=False,
+        )
+        self.client.flush()
+        logger.info("arbiter %s: handed %s to %s", self.session, hand, lease.holder)
+
+    def _publish_lease(self, lease: Lease, *, retain: bool) -> None:
+        self.client.publish(
+            self.topics.bridge_lease(lease.hand), lease.model_dump_json(), qos=1, retain=retain
+        )
+
     # -- gestures --------------------------------------------------------------------------
 
-    def _play(self, hand: str, command: Command) -> None:
+    def _play(self, hand: str, command: Command, answers: str | None = None) -> None:
         assert command.gesture is not None
         self._end_gesture(hand)
         playing = Playing(
             hand, self.poses.gestures[command.gesture], command.repeat, command.transaction
         )
         self._playing[hand] = playing
-        self._show_step(playing)
+        self._show_step(playing, answers)
         self._player.schedule(playing)
 
     def _end_gesture(self, hand: str) -> None:
@@ -448,7 +837,7 @@ class Arbiter:
             del self._playing[playing.hand]
             self._commit(playing.hand, self.state(playing.hand).angles, playing.transaction)
 
-    def _show_step(self, playing: Playing) -> None:
+    def _show_step(self, playing: Playing, answers: str | None = None) -> None:
         current = self.state(playing.hand).angles
         angles = tuple(
             now if wanted is None else wanted
@@ -463,6 +852,7 @@ class Arbiter:
             playing.progress,
             relaxed=(),
             duration_ms=playing.step.move_ms or None,
+            answers=answers,
         )
 
     # -- helpers ---------------------------------------------------------------------------
@@ -477,9 +867,11 @@ class Arbiter:
         relaxed: tuple[str, ...] | None = None,
         locked: bool | None = None,
         duration_ms: int | None = None,
+        answers: str | None = None,
     ) -> None:
         """Make ``angles`` the hand's next desired state and publish it; the relaxed fingers
-        and the lock stay as they are unless given."""
+        and the lock stay as they are unless given. ``answers`` is the digest of the command
+        it answers (a gesture's first step only)."""
         current = self._states.get(hand) or self.state(hand)
         # model_construct: every angle was checked by the command parser or the poses file.
         self._states[hand] = HandState.model_construct(
@@ -495,6 +887,7 @@ class Arbiter:
             relaxed=current.relaxed if relaxed is None else cast("tuple[Finger, ...]", relaxed),
             locked=current.locked if locked is None else locked,
             duration_ms=duration_ms,
+            answers=answers,
         )
         self._hand_topics.setdefault(hand, self.topics.hand(hand))
         if self.journal is not None:
@@ -507,9 +900,14 @@ class Arbiter:
             return topics
         if self._fixed is not None:
             return None
-        # Only a hand with an accepted command takes a slot (in _commit): commands that are
-        # all refused, to any number of made-up hands, take none.
-        if len(self._states) >= self.max_hands:
+        # Only a hand with an accepted command takes a slot (in _commit), or one being taken
+        # for such a command: commands that are all refused, to any number of made-up hands,
+        # take none.
+        taken = set(self._states)
+        taken.update(
+            h for h, lease in self.leases.hands.items() if lease.phase is not Phase.STANDBY
+        )
+        if target.hand not in taken and len(taken) >= self.max_hands:
             self._reject(
                 target.hand,
                 message,
@@ -571,7 +969,10 @@ class Arbiter:
         topics = self._hand_topics.pop(hand)
         if self.journal is not None:
             self.journal.retire(hand)
-        for topic in [topics.state, *(topics.finger(finger) for finger in FINGERS)]:
+        self._seen.pop(hand, None)
+        self.leases.hands.pop(hand, None)
+        lease_topic = self.topics.bridge_lease(hand)
+        for topic in [topics.state, *(topics.finger(finger) for finger in FINGERS), lease_topic]:
             self.client.publish(topic, b"", qos=1, retain=True)
         logger.info("arbiter: retired %s", hand)
         return None
@@ -615,7 +1016,13 @@ class Arbiter:
         """Publish ``sentence`` about ``message`` on the hand's error topic."""
         # Bounded and escaped whatever the message held: 4 kB of control characters must not
         # become 20 kB for every subscriber, nor garble a terminal or a log.
-        report = ErrorReport.about(message.topic, message.payload, sentence, transaction)
+        report = ErrorReport.about(
+            message.topic,
+            message.payload,
+            sentence,
+            transaction,
+            command_digest(message.topic, message.payload),
+        )
         if hand is None:
             error_topic = f"{self.topics.base}/{BRIDGE}/error"
         else:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,6 +46,9 @@ __all__ = [
 
 DEFAULT_LEDGER_LIMIT: Final = 1000
 """Commands an arbiter standing by keeps per hand until they are answered."""
+EARLY_ANSWER_S: Final = 2.0
+"""How long an answer that came before its command waits for it (a cluster's nodes reorder
+messages by milliseconds; an answer kept longer could be taken for a later, equal command's)."""
 
 
 def command_digest(topic: str, payload: bytes) -> str:
@@ -60,16 +64,25 @@ class Ledger:
 
     When the arbiter takes the hand over, what is left was never answered by the previous
     holder (it died first, or never received them): those are applied, in arrival order.
-    Bounded: past ``limit`` the oldest is forgotten (it was answered long ago, by all odds).
+    An answer may come before its command (on a cluster they travel by different nodes): it
+    is kept, and the command is forgotten as it comes. Bounded: past ``limit`` the oldest is
+    forgotten (it was answered long ago, by all odds).
     """
 
     def __init__(self, limit: int = DEFAULT_LEDGER_LIMIT) -> None:
         self.limit = limit
         self._entries: deque[tuple[str, Message]] = deque()
+        self._early: deque[tuple[float, str]] = deque()
+        """Answers whose command has not come yet, oldest first, with when they came."""
         self.forgotten = 0
 
     def add(self, message: Message) -> str:
         digest = command_digest(message.topic, message.payload)
+        self._forget_early()
+        for i, (_at, early) in enumerate(self._early):
+            if early == digest:
+                del self._early[i]
+                return digest
         self._entries.append((digest, message))
         if len(self._entries) > self.limit:
             self._entries.popleft()
@@ -77,10 +90,31 @@ class Ledger:
         return digest
 
     def answered(self, digest: str) -> bool:
-        """Forget the oldest command with this digest; False when none is kept."""
+        """Forget the oldest command with this digest; False when none is kept (its answer
+        is then remembered, for the command to be forgotten when it comes)."""
         for i, (kept, _message) in enumerate(self._entries):
             if kept == digest:
                 del self._entries[i]
+                return True
+        self._forget_early()
+        self._early.append((time.monotonic(), digest))
+        if len(self._early) > self.limit:
+            self._early.popleft()
+        return False
+
+    def _forget_early(self) -> None:
+        limit = time.monotonic() - EARLY_ANSWER_S
+        while self._early and self._early[0][0] < limit:
+            self._early.popleft()
+
+    def answered_through(self, digest: str) -> bool:
+        """The newest state answers ``digest``: that command and every one kept before it were
+        answered (one arbiter answers its commands in the order they came). False when the
+        command is not kept."""
+        for i, (kept, _message) in enumerate(self._entries):
+            if kept == digest:
+                for _ in range(i + 1):
+                    self._entries.popleft()
                 return True
         return False
 
@@ -93,6 +127,7 @@ class Ledger:
         """Every command still unanswered, oldest first; the ledger is empty afterwards."""
         taken = [message for _digest, message in self._entries]
         self._entries.clear()
+        self._early.clear()
         return taken
 
     def __len__(self) -> int:

@@ -239,7 +239,7 @@ def test_arbiter_restart_restores_state(system: System) -> None:
         client.publish(t.finger_set("ring"), b"-15")
         system.wait_hand((0, 180, 165, 180, 0))
         assert system.arbiter is not None
-        system.arbiter.client.abort()  # dies without goodbye: the broker sends its will
+        system.arbiter.abort()  # dies without goodbye: the broker sends its wills
         bridge = Recorder(system.url, system.topics.bridge_state)
         wait_until(
             lambda: (
