@@ -125,6 +125,7 @@ def _readable(b: str) -> list[Grant]:
         Grant("read", f"{b}/+/+"),
         Grant("read", f"{b}/+/+/set"),
         Grant("read", f"{b}/{BRIDGE}/response/+"),
+        Grant("read", f"{b}/{BRIDGE}/lease/+"),
     ]
 
 
@@ -158,11 +159,15 @@ def role_grants(
                 Grant("read", f"{b}/+/+/set"),
                 Grant("readwrite", f"{b}/+/state"),
                 *(Grant("write", f"{b}/+/{finger}") for finger in FINGERS),
-                Grant("write", f"{b}/+/error"),
+                # Read too: an arbiter standing by learns from them what was answered.
+                Grant("readwrite", f"{b}/+/error"),
                 # Its own namespace: bridge/state, poses, gestures... (not the echo topics,
                 # one level deeper).
                 Grant("readwrite", f"{b}/{BRIDGE}/+"),
                 *_requests(b, "readwrite"),
+                # Which arbiter serves which hand, and which arbiters run.
+                Grant("readwrite", f"{b}/{BRIDGE}/lease/+"),
+                Grant("readwrite", f"{b}/{BRIDGE}/arbiter/+"),
                 Grant("write", f"{p}/+/+/config"),
                 Grant("read", f"{p}/status"),
             ]

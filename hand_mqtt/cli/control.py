@@ -287,7 +287,9 @@ def _table(base: str, hand: str, snap: Snapshot) -> str:
     link = reported.link if reported else "unknown"
     firmware = f", firmware {reported.firmware.version}" if reported and reported.firmware else ""
     lines = [
-        f"{base}/{hand}  arbiter: {snap.arbiter or 'unknown'}  "
+        f"{base}/{hand}  arbiter: {snap.arbiter or 'unknown'}"
+        + (f" (served by {snap.served_by})" if snap.served_by else "")
+        + "  "
         f"device: {snap.device or 'unknown'} (link {link}{firmware})",
         f"{'finger':<8}{'desired':>9}{'reported':>10}",
     ]

@@ -241,6 +241,15 @@ def arbiter(
     max_hands: Annotated[
         int, typer.Option(metavar="N", help="Limit for --all-hands.", min=1)
     ] = 1000,
+    standby: Annotated[
+        bool,
+        typer.Option(
+            "--standby",
+            envvar="HAND_MQTT_STANDBY",
+            help="Stand by: take a hand only when no other arbiter holds it (its arbiter "
+            "stopped or vanished), instead of taking it over at start.",
+        ),
+    ] = False,
     poses: PosesOption = None,
     homeassistant: Annotated[
         bool,
@@ -279,6 +288,7 @@ def arbiter(
             poses=book,
             max_hands=max_hands,
             journal=StateJournal(state_file) if state_file is not None else None,
+            standby=standby,
         )
     discovery: Discovery | None = None
 

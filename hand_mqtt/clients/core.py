@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from hand_mqtt.errors import CommandError, MqttError, NoAnswerError
 from hand_mqtt.gestures import Gesture, GestureStep
-from hand_mqtt.model import FINGERS, ErrorReport, HandState, Reported, ServedHands
+from hand_mqtt.model import FINGERS, ErrorReport, HandState, Lease, Reported, ServedHands
 from hand_mqtt.mqtt import BrokerUrl, Message, MqttClient
 from hand_mqtt.topics import ONLINE_TEXT, HandTopics, Topics
 
@@ -62,6 +62,8 @@ class Snapshot:
     """The arbiter's bridge state: ``online``, ``offline`` or None."""
     error: ErrorReport | None = None
     """The arbiter's answer to a refused command, when that refusal is what changed."""
+    served_by: str | None = None
+    """The id of the arbiter that holds the hand's lease (None: no arbiter says it does)."""
 
     @property
     def online(self) -> bool:
@@ -95,6 +97,7 @@ class Snapshot:
             "arbiter": self.arbiter,
             "online": self.online,
             "error": self.error.model_dump() if self.error else None,
+            "served_by": self.served_by,
         }
 
 
@@ -141,6 +144,7 @@ class ClientCore:
         self._arbiter: str | None = None
         self._poses: dict[str, tuple[int, ...]] = {}
         self._served: ServedHands | None = None
+        self._served_by: str | None = None
         self._errors: list[ErrorReport] = []
         self._pending: dict[str, Pending] = {}
         self._arriving: list[Pending] = []
@@ -214,6 +218,7 @@ class ClientCore:
     def _subscribe(self) -> None:
         t = self.hand_topics
         self.mqtt.subscribe(t.state, self._on_state)
+        self.mqtt.subscribe(self.topics.bridge_lease(t.hand), self._on_lease)
         self.mqtt.subscribe(t.reported, self._on_reported)
         self.mqtt.subscribe(t.availability, self._on_device)
         self.mqtt.subscribe(t.error, self._on_error)
@@ -231,7 +236,13 @@ class ClientCore:
 
     def snapshot(self) -> Snapshot:
         with self._lock:
-            return Snapshot(self._desired, self._reported, self._device, self._arbiter)
+            return self._snap()
+
+    def _snap(self, error: ErrorReport | None = None) -> Snapshot:
+        """What is known now (under the lock)."""
+        return Snapshot(
+            self._desired, self._reported, self._device, self._arbiter, error, self._served_by
+        )
 
     @property
     def poses(self) -> dict[str, tuple[int, ...]]:
@@ -272,7 +283,10 @@ class ClientCore:
                 f"{self.url} (its bridge/state: {said})"
             )
         hand = self.hand_topics.hand
-        if served is not None and not served.serves(hand):
+        with self._lock:
+            leased = self._served_by is not None
+        # bridge/hands is one arbiter's word; with several, the hand's lease is the truth.
+        if served is not None and not served.serves(hand) and not leased:
             names = ", ".join(served.hands) or "no hand"
             return f"the arbiter at {self.url} serves {names}, not {hand}"
         return None
@@ -369,7 +383,7 @@ class ClientCore:
 
     def _settle_arrivals(self) -> list[tuple[Pending, HandState | Exception]]:
         """Under the lock: the ``wait="reported"`` commands that are now decided."""
-        snap = Snapshot(self._desired, self._reported, self._device, self._arbiter)
+        snap = self._snap()
         decided: list[tuple[Pending, HandState | Exception]] = []
         for pending in list(self._arriving):
             target = pending.accepted
@@ -447,7 +461,7 @@ class ClientCore:
                 else:
                     self._arriving.append(pending)
             decided += self._settle_arrivals()
-            snapshot = Snapshot(self._desired, self._reported, self._device, self._arbiter)
+            snapshot = self._snap()
         if pending is not None and pending.wait == "accepted":
             _resolve(pending.future, state)
         _decide(decided)
@@ -466,7 +480,7 @@ class ClientCore:
                 if report.transaction is not None
                 else None
             )
-            snapshot = Snapshot(self._desired, self._reported, self._device, self._arbiter, report)
+            snapshot = self._snap(report)
         if pending is not None:
             _fail(pending.future, CommandError(report.error, report.transaction))
         self._tell(snapshot)
@@ -479,20 +493,32 @@ class ClientCore:
         with self._lock:
             self._reported = reported
             decided = self._settle_arrivals()
-            snapshot = Snapshot(self._desired, self._reported, self._device, self._arbiter)
+            snapshot = self._snap()
         _decide(decided)
         self._tell(snapshot)
 
     def _on_device(self, message: Message) -> None:
         with self._lock:
             self._device = message.payload.decode("utf-8", "replace") or None
-            snapshot = Snapshot(self._desired, self._reported, self._device, self._arbiter)
+            snapshot = self._snap()
+        self._tell(snapshot)
+
+    def _on_lease(self, message: Message) -> None:
+        try:
+            lease = Lease.model_validate_json(message.payload) if message.payload else None
+        except ValidationError:
+            return
+        if lease is not None and lease.status not in ("serving", "released"):
+            return  # a claim or a handover on its way: the next serving lease says who won
+        with self._lock:
+            self._served_by = lease.arbiter if lease is not None else None
+            snapshot = self._snap()
         self._tell(snapshot)
 
     def _on_bridge(self, message: Message) -> None:
         with self._lock:
             self._arbiter = message.payload.decode("utf-8", "replace") or None
-            snapshot = Snapshot(self._desired, self._reported, self._device, self._arbiter)
+            snapshot = self._snap()
         self._tell(snapshot)
 
     def _on_gestures(self, message: Message) -> None:
@@ -509,7 +535,7 @@ class ClientCore:
         }
         with self._lock:
             self._gestures = gestures
-            snapshot = Snapshot(self._desired, self._reported, self._device, self._arbiter)
+            snapshot = self._snap()
         self._tell(snapshot)
 
     def _on_served(self, message: Message) -> None:
@@ -533,7 +559,7 @@ class ClientCore:
                 for name, angles in poses.items()
                 if isinstance(angles, list) and all(isinstance(a, int) for a in angles)
             }
-            snapshot = Snapshot(self._desired, self._reported, self._device, self._arbiter)
+            snapshot = self._snap()
         self._tell(snapshot)
 
 

@@ -34,6 +34,7 @@ Every handler and every step runs under one lock, so they never interleave.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import threading
@@ -71,6 +72,8 @@ __all__ = ["Arbiter"]
 
 logger = logging.getLogger("hand_mqtt")
 
+CLAIM_STAGGER_S: Final = 0.2
+"""How much later each next arbiter in a free hand's order claims it (see ``_claim_free``)."""
 HANDOVER_WAIT_S: Final = 5.0
 """How long a claim that won waits for the previous holder to stand down: one that says
 nothing this long is taken for dead (a broker restored its presence from disk, say)."""
@@ -99,6 +102,11 @@ def _effects(
         relaxed -= command.driven
         duration = command.duration_ms
     return angles, tuple(FINGERS[i] for i in sorted(relaxed)), locked, duration
+
+
+def _rank(hand: str, arbiter: str) -> bytes:
+    """Where ``arbiter`` stands in the order in which arbiters claim a free ``hand``."""
+    return hashlib.blake2b(f"{hand}/{arbiter}".encode(), digest_size=8).digest()
 
 
 _P = ParamSpec("_P")
@@ -174,11 +182,12 @@ class Arbiter:
         self.leases = LeaseKeeper(self.session)
         self._seen: dict[str, HandState] = {}
         """The newest state of each hand that another arbiter serves, as it goes by."""
-        self._rereading: set[str] = set()
-        """Hands taken over whose retained state is being read afresh."""
+        self._rereading: dict[str, int] = {}
+        """Hands taken over whose retained state is being read afresh, with the lease's epoch."""
         self._pending_state: dict[str, Message] = {}
         """An unreadable retained state of a hand another arbiter serves, kept for a takeover."""
         self._handover_timers: dict[str, threading.Timer] = {}
+        self._claim_timers: dict[str, threading.Timer] = {}
         self._claimed_named = False
         self._wanted: set[str] = set()
         """Named hands claimed at start and not taken yet: a claim that loses to an older
@@ -195,6 +204,7 @@ class Arbiter:
             sync_grace=client.sync_grace,
         )
         self.herald.on_connect(self._on_herald_connect)
+        self.herald.subscribe(self.topics.bridge_state, self._on_bridge_state)
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -230,7 +240,7 @@ class Arbiter:
         self._player.close()
         with self._lock:
             self._stopping = True
-            for timer in self._handover_timers.values():
+            for timer in [*self._handover_timers.values(), *self._claim_timers.values()]:
                 timer.cancel()
             releases = [
                 self.leases.release(lease.hand)
@@ -242,9 +252,9 @@ class Arbiter:
             try:
                 for release in releases:
                     self._publish_lease(release, retain=True)
-                self.client.publish(
-                    self.topics.bridge_arbiter(self.session), OFFLINE, retain=True, wait=2.0
-                )
+                presence = self.topics.bridge_arbiter(self.session)
+                self.client.publish(presence, OFFLINE, retain=True)
+                self.client.publish(presence, OFFLINE, wait=2.0)
             except Exception:
                 logger.warning("arbiter: could not release its hands before stopping")
         self.client.stop()
@@ -262,7 +272,7 @@ class Arbiter:
         self._player.close()
         with self._lock:
             self._stopping = True
-            for timer in self._handover_timers.values():
+            for timer in [*self._handover_timers.values(), *self._claim_timers.values()]:
                 timer.cancel()
         self.client.abort()
         self.herald.abort()
@@ -283,6 +293,12 @@ class Arbiter:
 
     def _on_herald_connect(self) -> None:
         self.herald.publish(self.topics.bridge_state, ONLINE, retain=True)
+
+    def _on_bridge_state(self, message: Message) -> None:
+        """Another arbiter stopped or vanished (or a cluster published our own will late, after
+        we moved to another node): while this one runs, an arbiter is online."""
+        if message.payload == OFFLINE and not self._stopping and self.herald.connected:
+            self.herald.publish(self.topics.bridge_state, ONLINE, retain=True)
 
     @_serialised
     def _on_connect(self) -> None:
@@ -324,7 +340,7 @@ class Arbiter:
         known = set(self._fixed or {*self._seen, *self._states, *self.leases.hands})
         for hand in sorted(known):
             if self.leases.hand(hand).phase is Phase.STANDBY and self.leases.is_free(hand):
-                self._claim(hand)
+                self._claim_free(hand)
         self._awaited = {
             hand
             for hand, lease in self.leases.hands.items()
@@ -360,6 +376,10 @@ class Arbiter:
             return
         if not self._ours(hand) or hand in self._rereading:
             self._track(hand, message)
+            if hand in self._rereading and message.retain and not self._synced:
+                # Starting: the retained state is all there is to wait for (the end of the
+                # retained messages may be long in coming, on a broker that gives no order).
+                self._reread_done(hand, self._rereading[hand])
             return
         self._restore_from(hand, message)
 
@@ -513,7 +533,7 @@ class Arbiter:
             if self._fixed is None and not self._known(hand) and not self._parses(message):
                 return
             lease.ledger.add(message)
-            self._claim(hand)
+            self._claim_free(hand)
         else:
             lease.ledger.add(message)
 
@@ -528,17 +548,22 @@ class Arbiter:
         if target is None:
             return False
         try:
-            command = parse_command(target, message.payload, self.poses)
+            parse_command(target, message.payload, self.poses)
         except CommandError as exc:
             self._reject(target.hand, message, str(exc), exc.transaction)
             return False
-        return command is not None
+        return True
 
     def _serve(self, hand: str, state: HandState, *, announce: bool = True) -> None:
         """Start serving ``hand`` from ``state``, then apply what was held for it, in order."""
         self._hand_topics.setdefault(hand, self.topics.hand(hand))
         self._unreadable.pop(hand, None)
         self._ready.add(hand)
+        if self._fixed is not None:
+            # Our own states and errors need not come back to us while we serve the hand.
+            topics = self._hand_topics[hand]
+            self.client.unsubscribe(topics.state)
+            self.client.unsubscribe(topics.error)
         logger.info("arbiter %s: serving %s from version %d", self.session, hand, state.version)
         if announce:
             self._states[hand] = state
@@ -600,7 +625,13 @@ class Arbiter:
             return  # a state seen already (or an older one, late)
         self._seen[hand] = state
         if state.answers is not None and not message.retain:
-            self.leases.hand(hand).ledger.answered(state.answers)
+            ledger = self.leases.hand(hand).ledger
+            if old is not None and state.version > old.version + 1:
+                # States were missed (a cluster may not pass every one on): the commands
+                # before this one were answered too, in the order they came.
+                ledger.answered_through(state.answers)
+            else:
+                ledger.answered(state.answers)
 
     @_serialised
     def _on_error_report(self, message: Message) -> None:
@@ -638,7 +669,7 @@ class Arbiter:
             self._take_over(hand)
         for hand in freed:
             if self._wants(hand):
-                self._claim(hand)
+                self._claim_free(hand)
 
     @_serialised
     def _on_lease(self, message: Message) -> None:
@@ -652,6 +683,9 @@ class Arbiter:
             return
         if lease.hand != hand:
             return
+        if lease.arbiter not in (None, self.session) and self.leases.alive(lease.arbiter):
+            # Known to run even if its presence was missed (a cluster may not deliver it).
+            self.leases.online.add(lease.arbiter)
         outcome = self.leases.on_lease(lease)
         state = self.leases.hand(hand)
         if outcome is Outcome.TAKE_OVER:
@@ -663,7 +697,7 @@ class Arbiter:
         elif outcome is Outcome.REASSERT:
             self._publish_lease(self.leases.serving(hand), retain=True)
         elif outcome is Outcome.FREE:
-            self._claim(hand)
+            self._claim_free(hand)
         elif (
             outcome is None
             and lease.status == "claim"
@@ -694,6 +728,30 @@ class Arbiter:
         claim = self.leases.claim(hand)
         logger.debug("arbiter %s: claims %s (epoch %d)", self.session, hand, claim.epoch)
         self._publish_lease(claim, retain=False)
+
+    def _claim_free(self, hand: str) -> None:
+        """Claim a hand that nobody holds, in turn with the other arbiters: each ranks the
+        running arbiters by a hash of the hand and their ids; the first claims at once, the
+        next :data:`CLAIM_STAGGER_S` later if the hand is still free, and so on. Free hands
+        spread evenly over the arbiters, and one that the first does not take is still taken."""
+        if not self._wants(hand) or self._stopping or hand in self._claim_timers:
+            return
+        mine = _rank(hand, self.session)
+        ahead = sum(1 for other in self.leases.online if _rank(hand, other) > mine)
+        if ahead == 0:
+            self._claim(hand)
+            return
+        timer = threading.Timer(ahead * CLAIM_STAGGER_S, self._claim_if_free, (hand,))
+        timer.daemon = True
+        self._claim_timers[hand] = timer
+        timer.start()
+
+    def _claim_if_free(self, hand: str) -> None:
+        with self._lock:
+            self._claim_timers.pop(hand, None)
+            lease = self.leases.hands.get(hand)
+            if lease is not None and lease.phase is Phase.STANDBY and self.leases.is_free(hand):
+                self._claim(hand)
 
     def _await_handover(self, hand: str, epoch: int) -> None:
         """Our claim won; the holder stands down with ``handed``, or is taken for dead."""
@@ -731,9 +789,9 @@ class Arbiter:
         lease = self.leases.serving(hand)
         self._publish_lease(lease, retain=True)
         logger.info("arbiter %s: takes %s (epoch %d)", self.session, hand, lease.epoch)
-        if self._synced:
+        if self._synced or hand in self._seen:
             self._reread(hand, lease.epoch)
-        elif hand in self._seen or hand in self._pending_state:
+        elif hand in self._pending_state:
             self._restore(hand)
         # else: its retained state, or the end of the retained messages, serves it
 
@@ -742,14 +800,16 @@ class Arbiter:
         come by. Some brokers deliver a vanished client's will before its last messages, and a
         cluster delivers a retained message late: read the retained state afresh, and wait
         for our own echo (and its grace) behind whatever the broker still had for us."""
-        self._rereading.add(hand)
+        self._rereading[hand] = epoch
         topic = self.topics.hand(hand).state
         self.client.subscribe(topic, self._on_retained_state)
         self.client.when_synced(self._sync_topic, functools.partial(self._reread_done, hand, epoch))
 
     def _reread_done(self, hand: str, epoch: int) -> None:
         with self._lock:
-            self._rereading.discard(hand)
+            if self._rereading.get(hand) != epoch:
+                return  # done already (the retained state came first), or a later takeover
+            del self._rereading[hand]
             if self._fixed is None:
                 self.client.unsubscribe(self.topics.hand(hand).state)  # the wildcard stays
             lease = self.leases.hands.get(hand)
@@ -782,6 +842,10 @@ class Arbiter:
         (they ran in order on this thread), so hand it over and keep the rest in the ledger."""
         self._end_gesture(hand)
         self._ready.discard(hand)
+        if self._fixed is not None:
+            topics = self.topics.hand(hand)
+            self.client.subscribe(topics.state, self._on_retained_state)
+            self.client.subscribe(topics.error, self._on_error_report)
         lease = self.leases.hand(hand)
         state = self._states.get(hand)
         if state is not None:
@@ -800,9 +864,12 @@ class Arbiter:
         logger.info("arbiter %s: handed %s to %s", self.session, hand, lease.holder)
 
     def _publish_lease(self, lease: Lease, *, retain: bool) -> None:
-        self.client.publish(
-            self.topics.bridge_lease(lease.hand), lease.model_dump_json(), qos=1, retain=retain
-        )
+        topic, payload = self.topics.bridge_lease(lease.hand), lease.model_dump_json()
+        if retain:
+            self.client.publish(topic, payload, qos=1, retain=True)
+        # Live, too: a cluster may never pass a retained message on to the subscribers that
+        # are already there (Aedes stores it, and a later message can overtake it).
+        self.client.publish(topic, payload, qos=1)
 
     # -- gestures --------------------------------------------------------------------------
 

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from harness.cluster import AedesCluster, missing_parts
 from tests.conftest import need
-from tests.support.cluster import AedesCluster, missing_parts
 
 
 @pytest.fixture

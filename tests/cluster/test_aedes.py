@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from hand_mqtt import BrokerUrl, Message, MqttClient
-from tests.support.cluster import AedesCluster
+from harness.cluster import AedesCluster
 
 
 def _listen(url: str, topic: str) -> tuple[MqttClient, list[Message], threading.Event]:

@@ -17,9 +17,10 @@ from typer.testing import CliRunner
 
 from hand_mqtt import BrokerUrl, HandClient, HandState, Message, MqttClient, Topics, Will
 from hand_mqtt.cli import app
+from harness.brokers import MosquittoProcess, mosquitto_binary
+from harness.waiting import wait_until
 from tests.conftest import need
-from tests.support.brokers import MosquittoProcess, mosquitto_binary
-from tests.support.system import Recorder, System, wait_until
+from tests.support.system import Recorder, System
 
 
 @pytest.fixture

@@ -8,91 +8,16 @@ an error, and the versions must follow each other with no gap and no repeat.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
-from hand_mqtt import Arbiter, BrokerUrl, HandState, Lease, MqttClient, Topics
-from tests.support.system import Recorder, wait_until
-
-HAND = "hand1"
-
-
-class Stream:
-    """A commander and a recorder of every answer, for one hand."""
-
-    def __init__(self, url: BrokerUrl, topics: Topics) -> None:
-        self.url = url
-        self.topics = topics
-        self.hand = topics.hand(HAND)
-        self.recorder = Recorder(url, f"{topics.base}/#")
-        self.client = MqttClient(url, name="commander")
-        self.client.connect()
-        self.sent = 0
-
-    def send(self, count: int) -> None:
-        for _ in range(count):
-            payload = {"index": {"delta": 1}, "transaction": f"t{self.sent}"}
-            self.client.publish(self.hand.set, json.dumps(payload), qos=1)
-            self.sent += 1
-
-    def states(self) -> list[HandState]:
-        return [
-            HandState.model_validate_json(m.payload)
-            for m in self.recorder.on(self.hand.state)
-            if m.payload
-        ]
-
-    def errors(self) -> list[dict[str, object]]:
-        return [json.loads(m.payload) for m in self.recorder.on(self.hand.error)]
-
-    def answered(self) -> list[object]:
-        """The transactions answered so far, by a state or an error (an arbiter that takes the
-        hand over publishes the state it starts from again: one answer)."""
-        versions = {s.version: s.transaction for s in self.states()}
-        return [t for t in versions.values() if t is not None] + [
-            e["transaction"] for e in self.errors() if e.get("transaction") is not None
-        ]
-
-    def wait_answered(self, count: int, timeout: float = 30.0) -> None:
-        wait_until(
-            lambda: len(set(self.answered()) & self.transactions(count)) >= count,
-            timeout,
-            f"{count} commands answered",
-        )
-
-    def transactions(self, count: int) -> set[object]:
-        return {f"t{n}" for n in range(count)}
-
-    def lease(self) -> Lease | None:
-        found = self.recorder.on(self.topics.bridge_lease(HAND))
-        leases = [Lease.model_validate_json(m.payload) for m in found if m.payload]
-        serving = [lease for lease in leases if lease.status == "serving"]
-        return serving[-1] if serving else None
-
-    def check(self) -> None:
-        """Every command answered once, the versions consecutive, the deltas all counted."""
-        answered = Counter(self.answered())
-        twice = sorted(str(t) for t, n in answered.items() if n > 1)
-        never = sorted(str(t) for t in self.transactions(self.sent) - set(answered))
-        assert not twice and not never, (
-            f"answered twice: {twice}; never answered: {never}; "
-            f"states: {[(s.version, s.transaction, s.index) for s in self.states()]}"
-        )
-        versions = [s.version for s in self.states()]
-        # Each arbiter publishes the state it starts from once: the same version again.
-        distinct = sorted(set(versions))
-        assert distinct == list(range(distinct[0], distinct[-1] + 1)), versions
-        applied = {s.version for s in self.states() if s.transaction is not None}
-        final = max(self.states(), key=lambda s: s.version)
-        assert final.index == self.start_index + len(applied)
-
-    def close(self) -> None:
-        self.client.stop()
-        self.recorder.close()
-
-    start_index = 0
+from hand_mqtt import Arbiter, BrokerUrl, MqttClient, Topics
+from hand_mqtt.cli import app
+from harness.waiting import wait_until
+from tests.support.stream import HAND, Stream
 
 
 @pytest.fixture
@@ -107,6 +32,16 @@ def _arbiter(url: BrokerUrl, topics: Topics, **options: object) -> Arbiter:
     arbiter.start()
     assert arbiter.wait_ready(15)
     return arbiter
+
+
+def _state_json(url: BrokerUrl, topics: Topics) -> dict[str, Any]:
+    """What ``hand-mqtt state --json`` prints."""
+    result = CliRunner().invoke(
+        app, ["state", "--json", "--broker", str(url), "--base", topics.base, "--hand", HAND]
+    )
+    assert result.exit_code == 0, result.output
+    shown: dict[str, Any] = json.loads(result.output)
+    return shown
 
 
 def _fist(stream: Stream, arbiter: Arbiter) -> None:
@@ -134,6 +69,9 @@ def test_a_standby_takes_over_a_vanished_arbiter_mid_stream(
         lease = stream.lease()
         assert lease is not None
         assert lease.arbiter == standby.session
+        shown = _state_json(broker_url, topics)
+        assert shown["served_by"] == standby.session
+        assert shown["desired"]["version"] == max(s.version for s in stream.states())
     finally:
         active.stop()
         standby.stop()

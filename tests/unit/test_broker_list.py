@@ -10,7 +10,7 @@ from paho.mqtt.enums import CallbackAPIVersion, _ConnectionState
 from hand_mqtt import BrokerUrl
 from hand_mqtt.errors import ConfigError
 from hand_mqtt.mqtt import FAILOVER_AFTER_S, _PahoClient, redact_url
-from tests.support.brokers import free_port
+from harness.brokers import free_port
 
 
 def test_a_list_is_the_first_broker_with_the_others_as_fallbacks() -> None:

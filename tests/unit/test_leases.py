@@ -4,8 +4,11 @@ arbiter serves a hand at a time."""
 
 from __future__ import annotations
 
-from hand_mqtt.model import Lease
+from pathlib import Path
+
+from hand_mqtt.model import HandState, Lease
 from hand_mqtt.mqtt import Message
+from hand_mqtt.services.arbiter import HANDOVER_WAIT_S
 from hand_mqtt.services.leases import LeaseKeeper, Ledger, Outcome, Phase, command_digest
 
 
@@ -131,3 +134,20 @@ def test_missed_answers_drop_the_oldest_commands() -> None:
         ledger.add(_command(payload))
     ledger.drop_oldest(2)
     assert [m.payload for m in ledger] == [b"3"]
+
+
+TOPICS_DOC = Path(__file__).resolve().parents[2] / "docs" / "topics.md"
+
+
+def test_the_documented_lease_and_state_are_what_the_arbiter_writes() -> None:
+    text = TOPICS_DOC.read_text(encoding="utf-8")
+    section = text.split("\n## Several arbiters\n", 1)[1].split("\n## ", 1)[0]
+    example = section.split("```json\n", 1)[1].split("\n```", 1)[0]
+    lease = Lease.model_validate_json(example)
+    assert lease.status == "serving"
+    words = " ".join(section.split())
+    assert f"one that says nothing for {HANDOVER_WAIT_S:g} s is taken for dead" in words
+    state = text.split("\n## Desired state\n", 1)[1].split("```json\n", 1)[1].split("\n```")[0]
+    answers = HandState.model_validate_json(state).answers
+    assert answers is not None
+    assert len(answers) == len(command_digest("hand/hand1/set", b"{}"))

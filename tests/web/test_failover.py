@@ -11,10 +11,10 @@ import pytest
 from selenium.webdriver.chrome.webdriver import WebDriver
 
 from hand_mqtt import BUILTIN_POSES, BrokerUrl, Topics, WebServer
+from harness.brokers import MosquittoProcess, free_port, mosquitto_binary
+from harness.browser import Page
 from tests.conftest import need
-from tests.support.brokers import MosquittoProcess, free_port, mosquitto_binary
 from tests.support.system import System
-from tests.web.browser import Page
 
 pytestmark = pytest.mark.web
 

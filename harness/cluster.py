@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.support.brokers import free_port, wait_for_port
+from harness.brokers import free_port, wait_for_port
 
-AEDES_DIR = Path(__file__).resolve().parent.parent / "cluster" / "aedes"
+AEDES_DIR = Path(__file__).resolve().parent.parent / "tests" / "cluster" / "aedes"
 LAUNCHER = AEDES_DIR / "node.mjs"
 NODE_MAJOR_NEEDED = 20
 
