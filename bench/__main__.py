@@ -19,10 +19,21 @@ from bench.footprint import firmware_size, idle, state_file, wire
 from bench.hands import many_hands
 from bench.latency import command_latency, relay_floor
 from bench.startup import cli_command, up_ready, up_stop_burst
+from bench.takeover import takeover
 from bench.web import web_page
 
 logger = logging.getLogger("bench")
-SCENARIOS = ("latency", "flood", "hands", "cli", "footprint", "api", "drivers", "web")
+SCENARIOS = (
+    "latency",
+    "flood",
+    "hands",
+    "cli",
+    "footprint",
+    "api",
+    "drivers",
+    "web",
+    "takeover",
+)
 Row = tuple[str, str, str, str, str]
 
 
@@ -236,6 +247,10 @@ def _run_broker(
                         "",
                     ),
                 ]
+        if "takeover" in args.only:
+            t = takeover(broker.url, broker.url, broker.url, 3 if q else 10)
+            results[f"takeover/{kind}"] = t
+            rows += _takeover_rows(kind, t)
         if "cli" in args.only and kind == "mosquitto":
             c = cli_command(broker.url, 10 if q else 20)
             results["cli/pose"] = c
@@ -308,7 +323,47 @@ def _run_broker(
                 )
 
 
+def _takeover_rows(kind: str, t: dict[str, Any]) -> list[Row]:
+    took = t["takeover_ms"]
+    return [
+        (
+            "takeover",
+            kind,
+            f"arbiter killed → first command served by the standby, ms p50 / max ({t['rounds']})",
+            f"{took.p50:.0f} / {took.max:.0f}",
+            "",
+        ),
+        (
+            "takeover",
+            kind,
+            "  commands sent / applied / refused / lost or twice",
+            f"{t['sent']} / {t['applied']} / {t['refused']} / {t['twice_or_lost']}",
+            _budget(kind, t["twice_or_lost"] == 0, "0 lost or twice"),
+        ),
+    ]
+
+
 def _run_common(args: argparse.Namespace, results: dict[str, Any], rows: list[Row]) -> None:
+    if "takeover" in args.only:
+        from harness.cluster import AedesCluster, missing_parts
+
+        missing = missing_parts()
+        if missing is not None:
+            rows.append(("takeover", "aedes", "not run", missing[:60], ""))
+        else:
+            cluster = AedesCluster(3)
+            cluster.start()
+            try:
+                t = takeover(
+                    cluster.urls(1, 2),
+                    cluster.urls(2, 1),
+                    cluster.nodes[0].url,
+                    3 if args.quick else 10,
+                )
+                results["takeover/aedes"] = t
+                rows += _takeover_rows("aedes", t)
+            finally:
+                cluster.cleanup()
     if "cli" in args.only:
         u = up_ready(3 if args.quick else 5)
         bare = up_ready(3 if args.quick else 5, web=False)

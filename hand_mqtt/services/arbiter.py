@@ -214,12 +214,13 @@ class Arbiter:
             for hand, state in self.journal.load().items():
                 if self._fixed is None or hand in self._fixed:
                     self._states[hand] = self._fresh(state)
+        # Who runs and who holds what first: a hand's state is read knowing its holder.
+        self.client.subscribe(self.topics.bridge_arbiter("+"), self._on_presence)
+        self.client.subscribe(self.topics.bridge_lease("+"), self._on_lease)
         for topic_filter in self._state_filters():
             self.client.subscribe(topic_filter, self._on_retained_state)
         for topic_filter in self._state_filters("error"):
             self.client.subscribe(topic_filter, self._on_error_report)
-        self.client.subscribe(self.topics.bridge_lease("+"), self._on_lease)
-        self.client.subscribe(self.topics.bridge_arbiter("+"), self._on_presence)
         if self._fixed is None:
             filters: Sequence[str] = self.topics.all_command_filters
         else:
@@ -624,6 +625,17 @@ class Arbiter:
         if old is not None and state.version <= old.version:
             return  # a state seen already (or an older one, late)
         self._seen[hand] = state
+        lease = self.leases.hand(hand)
+        if (
+            old is None
+            and lease.phase is Phase.STANDBY
+            and lease.holder != self.session
+            and self.leases.alive(lease.holder)
+        ):
+            # The commands that came before we knew the hand's state were answered by its
+            # holder before we could see (a cluster may make the command subscription live
+            # before the state's): this state counts them.
+            lease.ledger.take()
         if state.answers is not None and not message.retain:
             ledger = self.leases.hand(hand).ledger
             if old is not None and state.version > old.version + 1:
