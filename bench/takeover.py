@@ -3,7 +3,8 @@
 Two ``hand-mqtt arbiter`` processes serve one hand, the second with ``--standby``. A client
 sends a command every few milliseconds (each a +1 on the index finger, with its own
 transaction) and timestamps every state. The active arbiter is killed with SIGKILL; the
-takeover time runs from the kill to the first state the standby publishes for a command. Then
+takeover time runs from the kill to the first state the standby publishes for a command (the
+first after its lease says it serves). Then
 the dead one is replaced by a new standby and the round repeats. After the last round the final
 retained state is read: its version counts the commands applied, and with the ones refused on
 ``error`` it must equal the commands sent (none lost, none applied twice).
@@ -18,7 +19,7 @@ import time
 from typing import Any
 
 from bench.common import Service, Summary, wait_until
-from hand_mqtt import BrokerUrl, HandState, Message, MqttClient
+from hand_mqtt import BrokerUrl, HandState, Lease, Message, MqttClient
 
 HAND = "hand1"
 
@@ -30,6 +31,7 @@ class _Stream:
         self.base = base
         self.interval = interval
         self.states: list[tuple[float, HandState]] = []
+        self.leases: list[tuple[float, Lease]] = []
         self.errors: list[tuple[float, dict[str, Any]]] = []
         self.sent = 0
         self._lock = threading.Lock()
@@ -37,6 +39,7 @@ class _Stream:
         self.client = MqttClient(BrokerUrl.parse(url), name="bench-takeover")
         self.client.subscribe(f"{base}/{HAND}/state", self._on_state)
         self.client.subscribe(f"{base}/{HAND}/error", self._on_error)
+        self.client.subscribe(f"{base}/bridge/lease/{HAND}", self._on_lease)
         self.client.connect()
         self._thread = threading.Thread(target=self._send, daemon=True)
 
@@ -45,6 +48,24 @@ class _Stream:
             state = HandState.model_validate_json(message.payload)
             with self._lock:
                 self.states.append((time.monotonic(), state))
+
+    def _on_lease(self, message: Message) -> None:
+        if message.payload:
+            lease = Lease.model_validate_json(message.payload)
+            with self._lock:
+                self.leases.append((time.monotonic(), lease))
+
+    def taken_at(self, moment: float, epoch: int) -> float | None:
+        """When a lease newer than ``epoch`` first said ``serving``, after ``moment``."""
+        with self._lock:
+            for at, lease in self.leases:
+                if at > moment and lease.epoch > epoch and lease.status == "serving":
+                    return at
+        return None
+
+    def epoch(self) -> int:
+        with self._lock:
+            return max((lease.epoch for _t, lease in self.leases), default=0)
 
     def _on_error(self, message: Message) -> None:
         with self._lock:
@@ -69,12 +90,11 @@ class _Stream:
         with self._lock:
             return max((s.version for _t, s in self.states), default=-1)
 
-    def first_state_after(self, moment: float, version: int) -> float | None:
-        """When the first state newer than ``version`` that answers a command came, after
-        ``moment``."""
+    def first_state_after(self, moment: float) -> float | None:
+        """When the first state that answers a command came, after ``moment``."""
         with self._lock:
             for at, state in self.states:
-                if at > moment and state.version > version and state.transaction is not None:
+                if at > moment and state.transaction is not None:
                     return at
         return None
 
@@ -139,16 +159,25 @@ def takeover(
         for n in range(rounds):
             sent = stream.sent
             wait_until(lambda s=sent: stream.sent >= s + 50, 30, "commands under way")  # type: ignore[misc]
-            version = stream.last_version()
+            epoch = stream.epoch()
             killed = time.monotonic()
             active.process.send_signal(signal.SIGKILL)
             active.process.wait()
+            # The standby says it serves (its lease), then serves: its first state comes after
+            # its lease, and after every state of the dead arbiter.
             wait_until(
-                lambda k=killed, v=version: stream.first_state_after(k, v) is not None,  # type: ignore[misc]
+                lambda k=killed, e=epoch: stream.taken_at(k, e) is not None,  # type: ignore[misc]
+                30,
+                "the standby's lease",
+            )
+            taken = stream.taken_at(killed, epoch)
+            assert taken is not None
+            wait_until(
+                lambda t=taken: stream.first_state_after(t) is not None,  # type: ignore[misc]
                 30,
                 "the standby's first state",
             )
-            served = stream.first_state_after(killed, version)
+            served = stream.first_state_after(taken)
             assert served is not None
             times.append((served - killed) * 1000)
             active.stop()

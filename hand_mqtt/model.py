@@ -180,6 +180,9 @@ class Reported(_Frozen):
     """Identifies the device service instance that owns the hand."""
     claimed: float | None = None
     """When that instance claimed the hand (Unix time); the newest claim wins a takeover."""
+    takeover: bool = False
+    """The claim was made to take the hand over (``--takeover``). A newer claim without it
+    never displaces a running owner: its service stops instead, however late it learnt of it."""
 
     @property
     def angles(self) -> tuple[int | None, ...]:

@@ -386,7 +386,8 @@ def device(
         finally:
             service.stop()
     if service.taken_over.is_set():
-        typer.echo("another device service took this hand over; stopped", err=True)
+        said = service.busy or "another device service took this hand over"
+        typer.echo(f"{said}; stopped", err=True)
         raise typer.Exit(3)
 
 

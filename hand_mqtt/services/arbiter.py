@@ -336,6 +336,15 @@ class Arbiter:
         for hand, lease in sorted(self.leases.hands.items()):
             if lease.phase is Phase.SERVING and hand not in self._ready:
                 self._restore(hand)
+            elif (
+                lease.phase is Phase.STANDBY
+                and lease.holder not in (None, self.session)
+                and self.leases.alive(lease.holder)
+            ):
+                # What came before we knew who holds the hand and what its state is, its
+                # holder answered, maybe before our state subscription was live (a cluster
+                # makes each subscription live on its own time): its state counts them.
+                lease.ledger.take()
         # The hands this arbiter may serve that nobody holds: the named ones, or every hand
         # known to have a state, a lease or a command waiting.
         known = set(self._fixed or {*self._seen, *self._states, *self.leases.hands})
@@ -637,13 +646,9 @@ class Arbiter:
             # before the state's): this state counts them.
             lease.ledger.take()
         if state.answers is not None and not message.retain:
-            ledger = self.leases.hand(hand).ledger
-            if old is not None and state.version > old.version + 1:
-                # States were missed (a cluster may not pass every one on): the commands
-                # before this one were answered too, in the order they came.
-                ledger.answered_through(state.answers)
-            else:
-                ledger.answered(state.answers)
+            # The commands before this one were answered too, in the order they came (their
+            # states may have been missed: a cluster may not pass every one on).
+            lease.ledger.answered_through(state.answers)
 
     @_serialised
     def _on_error_report(self, message: Message) -> None:
@@ -655,7 +660,7 @@ class Arbiter:
         except ValidationError:
             return
         if report.answers is not None:
-            self.leases.hand(hand).ledger.answered(report.answers)
+            self.leases.hand(hand).ledger.answered_through(report.answers)
 
     @_serialised
     def _on_presence(self, message: Message) -> None:

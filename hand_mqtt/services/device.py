@@ -142,6 +142,7 @@ class DeviceService:
                 serial=serial_url,
                 owner=self.owner,
                 claimed=self.claimed,
+                takeover=takeover,
                 calibration=self.settings.calibration.info,
             ),
             publish=self._publish_reported,
@@ -153,6 +154,8 @@ class DeviceService:
         self._retained_availability: bytes | None = None
         self._retained_reported: Reported | None = None
         self.taken_over = threading.Event()
+        self.busy: str | None = None
+        """Why this service stopped after it started: another one was running all along."""
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -250,19 +253,32 @@ class DeviceService:
         if not self._serving.is_set():
             self._retained_reported = reported
             return
-        if (
-            reported.owner not in (None, self.owner)
-            and (reported.claimed or 0.0) > self.claimed
-            and not self.taken_over.is_set()
-        ):
+        if reported.owner in (None, self.owner) or self.taken_over.is_set():
+            return
+        if (reported.claimed or 0.0) > self.claimed:
+            if not reported.takeover:
+                # Started without --takeover and without knowing of us (a clustered broker can
+                # deliver our retained claim late): we run; say so, live.
+                self._link.republish()
+                return
             logger.warning(
                 "device: %s was taken over by %s; stepping down", self.topics.root, reported.owner
             )
-            self.taken_over.set()
-            self._link.step_down()
-            # Never leave "online" behind: the new owner says it again when it sees this, and
-            # a claim with no service behind it leaves the truth, offline.
-            self.client.publish(self.topics.availability, OFFLINE, retain=True)
+        elif not message.retain and not self.takeover:
+            # A live word from an older owner: it ran all along, and we were not asked to take
+            # the hand over (its retained claim came too late to stop us starting).
+            self.busy = (
+                f"another device service ({reported.owner}) is online for {self.topics.root}; "
+                "stop it first, or start this one with --takeover"
+            )
+            logger.error("device: %s; stepping down", self.busy)
+        else:
+            return  # an older claim, retained: its service is gone, or stands down for us
+        self.taken_over.set()
+        self._link.step_down()
+        # Never leave "online" behind: the owner that stays says it again when it sees this,
+        # and a claim with no service behind it leaves the truth, offline.
+        self.client.publish(self.topics.availability, OFFLINE, retain=True)
 
     def _on_state(self, message: Message) -> None:
         if not message.payload:

@@ -96,10 +96,20 @@ class Ledger:
             if kept == digest:
                 del self._entries[i]
                 return True
-        self._forget_early()
-        self._early.append((time.monotonic(), digest))
-        if len(self._early) > self.limit:
-            self._early.popleft()
+        self._remember_early(digest)
+        return False
+
+    def answered_through(self, digest: str) -> bool:
+        """A state or error answers ``digest``: that command and every one kept before it were
+        answered, since an arbiter answers its commands in the order they came, and every
+        subscriber of one broker (or of a cluster ordered by one Redis) receives them in one
+        order. False when the command is not kept (its answer is then remembered)."""
+        for i, (kept, _message) in enumerate(self._entries):
+            if kept == digest:
+                for _ in range(i + 1):
+                    self._entries.popleft()
+                return True
+        self._remember_early(digest)
         return False
 
     def _forget_early(self) -> None:
@@ -107,16 +117,11 @@ class Ledger:
         while self._early and self._early[0][0] < limit:
             self._early.popleft()
 
-    def answered_through(self, digest: str) -> bool:
-        """The newest state answers ``digest``: that command and every one kept before it were
-        answered (one arbiter answers its commands in the order they came). False when the
-        command is not kept."""
-        for i, (kept, _message) in enumerate(self._entries):
-            if kept == digest:
-                for _ in range(i + 1):
-                    self._entries.popleft()
-                return True
-        return False
+    def _remember_early(self, digest: str) -> None:
+        self._forget_early()
+        self._early.append((time.monotonic(), digest))
+        if len(self._early) > self.limit:
+            self._early.popleft()
 
     def drop_oldest(self, count: int) -> None:
         """Forget ``count`` commands whose answers were missed (a gap in the state's versions)."""

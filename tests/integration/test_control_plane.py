@@ -18,6 +18,7 @@ from hand_mqtt import (
     BUILTIN_POSES,
     BrokerUrl,
     DeviceBusyError,
+    DeviceService,
     HandState,
     MqttClient,
     Reported,
@@ -25,6 +26,7 @@ from hand_mqtt import (
 )
 from harness.brokers import RunningBroker
 from harness.waiting import wait_until
+from tests.support.relay import HoldingRelay
 from tests.support.system import Recorder, System
 
 
@@ -312,6 +314,38 @@ def test_second_device_service_is_refused_then_takeover(system: System) -> None:
         client.stop()
     finally:
         third.stop()
+
+
+def test_a_device_service_that_learns_late_of_a_running_one_stops(
+    system: System, broker: RunningBroker
+) -> None:
+    """As on a clustered broker: the second service gets no retained message before it starts
+    (a relay holds them back), so it believes the hand free. Its claim, newer but made without
+    --takeover, does not displace the first: the first answers live, and the second stops."""
+    first = system.device
+    assert first is not None
+    relay = HoldingRelay(broker.port, lambda message: message.retain)
+    late = DeviceService(
+        MqttClient(BrokerUrl.parse(relay.url), name="device", sync_grace=0.05),
+        system.sim.path + "-other",
+        topics=system.topics,
+        hand=system.hand_name,
+        settings=system.settings,
+    )
+    try:
+        late.start()  # no DeviceBusyError: it knows of nobody yet
+        wait_until(late.taken_over.is_set, 10, "the late service stepping down")
+        assert late.busy is not None
+        assert "--takeover" in late.busy
+        assert not first.taken_over.is_set()
+        client = system.client()
+        client.publish(system.hand_topics.finger_set("thumb"), b"7")
+        system.wait_reported((180, 180, 180, 180, 7))
+        wait_until(lambda: system.sim.firmware.targets == (180, 180, 180, 180, 7), 10)
+        client.stop()
+    finally:
+        late.stop()
+        relay.close()
 
 
 def test_burst_of_10000_commands_ends_at_the_last(system: System) -> None:
