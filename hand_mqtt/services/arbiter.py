@@ -526,6 +526,7 @@ class Arbiter:
     def _hold(self, hand: str, message: Message) -> None:
         """A command for a hand not served now: hold it in the hand's ledger (applied when this
         arbiter serves the hand, forgotten when another answers it), or answer why not."""
+        new = hand not in self.leases.hands
         lease = self.leases.hand(hand)
         mine = lease.phase is not Phase.STANDBY  # claiming, taking over, or restoring
         if mine and hand in self._unreadable:
@@ -541,6 +542,8 @@ class Arbiter:
             # A hand nobody serves: take it, for a command that can be applied (a made-up hand
             # with only refused commands takes no slot, and leaves no lease behind).
             if self._fixed is None and not self._known(hand) and not self._parses(message):
+                if new:
+                    del self.leases.hands[hand]  # nothing kept for a made-up hand
                 return
             lease.ledger.add(message)
             self._claim_free(hand)
