@@ -793,11 +793,14 @@ def test_a_device_account_drives_only_its_own_hand(secured: SecuredBroker) -> No
 
 
 def test_a_device_that_steps_down_never_leaves_online_behind(secured: SecuredBroker) -> None:
-    """A newer claim in ``reported`` makes the device service step down. If no service stands
-    behind that claim, ``availability`` must end ``offline``, not a stale ``online``."""
+    """A newer claim to take over in ``reported`` makes the device service step down. If no
+    service stands behind that claim, ``availability`` must end ``offline``, not a stale
+    ``online``."""
     hand = unique_hand()
     t = TOPICS.hand(hand)
-    forged = Reported(link="down", owner="nobody-runs-this", claimed=time.time() + 3600)
+    forged = Reported(
+        link="down", owner="nobody-runs-this", claimed=time.time() + 3600, takeover=True
+    )
     with services(secured, hand) as (_arbiter, device, _sim):
         watcher = Watcher(secured.url("viewer"), t.availability)
         same_account = client(secured.url(f"device-{hand}"), "same-account")
