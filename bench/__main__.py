@@ -336,6 +336,13 @@ def _takeover_rows(kind: str, t: dict[str, Any]) -> list[Row]:
         (
             "takeover",
             kind,
+            "  of which killed → the standby's lease (will, claim) p50 / max",
+            f"{t['lease_ms'].p50:.1f} / {t['lease_ms'].max:.1f}",
+            "",
+        ),
+        (
+            "takeover",
+            kind,
             "  commands sent / applied / refused / lost or twice",
             f"{t['sent']} / {t['applied']} / {t['refused']} / {t['twice_or_lost']}",
             _budget(kind, t["twice_or_lost"] == 0, "0 lost or twice"),

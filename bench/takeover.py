@@ -138,6 +138,7 @@ def takeover(
     stream = _Stream(watch_url, base, interval)
     standby: Service | None = None
     times: list[float] = []
+    leased: list[float] = []
     try:
         wait_until(lambda: stream.last_version() >= 0, 30, "the active arbiter")
         stream.client.publish(
@@ -172,6 +173,7 @@ def takeover(
             )
             taken = stream.taken_at(killed, epoch)
             assert taken is not None
+            leased.append((taken - killed) * 1000)
             wait_until(
                 lambda t=taken: stream.first_state_after(t) is not None,  # type: ignore[misc]
                 30,
@@ -197,6 +199,7 @@ def takeover(
         return {
             "rounds": rounds,
             "takeover_ms": Summary.of(times),
+            "lease_ms": Summary.of(leased),
             "sent": stream.sent,
             "applied": applied,
             "refused": len(refused),
