@@ -577,7 +577,13 @@ class Arbiter:
             topics = self._hand_topics[hand]
             self.client.unsubscribe(topics.state)
             self.client.unsubscribe(topics.error)
-        logger.info("arbiter %s: serving %s from version %d", self.session, hand, state.version)
+        logger.log(
+            logging.INFO if announce else logging.DEBUG,
+            "arbiter %s: serving %s from version %d",
+            self.session,
+            hand,
+            state.version,
+        )
         if announce:
             self._states[hand] = state
             if self.journal is not None:
@@ -808,8 +814,18 @@ class Arbiter:
         self._wanted.discard(hand)
         lease = self.leases.serving(hand)
         self._publish_lease(lease, retain=True)
-        logger.info("arbiter %s: takes %s (epoch %d)", self.session, hand, lease.epoch)
-        if self._synced or hand in self._seen:
+        # A hand taken from another arbiter is news; a new hand of --all-hands is routine.
+        logger.log(
+            logging.INFO if lease.previous is not None else logging.DEBUG,
+            "arbiter %s: takes %s (epoch %d)",
+            self.session,
+            hand,
+            lease.epoch,
+        )
+        new = lease.epoch == 1 and hand not in self._seen and hand not in self._states
+        if self._synced and new:
+            self._restore(hand)  # never leased, no state seen: nothing to read or wait for
+        elif self._synced or hand in self._seen:
             self._reread(hand, lease.epoch)
         elif hand in self._pending_state:
             self._restore(hand)
